@@ -1,0 +1,409 @@
+//! The access decision: may this user on this device get in? Every gate adds its own reason;
+//! any deny reason denies. Time enters as `now`, and the decision says until when it holds.
+
+use super::compliance::{self, ComplianceState, Evaluation, StateCause};
+use super::model::{ConnectorState, Device, Registration, Timestamp};
+use super::state::State;
+use super::targeting::{self, EnrollmentTarget};
+use super::version::OsVersion;
+
+/// The partner expects a check-in every 15 minutes; none for 24 hours is unresponsive.
+pub const UNRESPONSIVE_AFTER_SECS: i64 = 24 * Timestamp::HOUR;
+/// The directory token is renewed every 12 hours; not renewed for 24 is unresponsive.
+pub const TOKEN_STALE_AFTER_SECS: i64 = 24 * Timestamp::HOUR;
+/// A refresh token is issued every 7 days; once it lapses the user must sign in again.
+pub const REFRESH_TOKEN_LIFETIME_SECS: i64 = 7 * Timestamp::DAY;
+/// Macs of a terminated connector are removed 90 days after termination.
+pub const REMOVAL_AFTER_DAYS: i64 = 90;
+/// The oldest macOS the integration supports.
+pub fn minimum_macos() -> OsVersion {
+    OsVersion::new(&[10, 12])
+}
+
+/// Stable reason codes: callers may branch on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ReasonCode {
+    Compliant,
+    InGracePeriod,
+    DeviceUnknown,
+    DeviceRegisteredToAnotherUser,
+    UserUnknown,
+    LicenceMissing,
+    IntegrationDisabled,
+    DeviceRemoved,
+    NotRegisteredThroughPartner,
+    UserNotTargeted,
+    DuplicateRegistration,
+    Unresponsive,
+    TokenStale,
+    SignInRequired,
+    UnsupportedOs,
+    Noncompliant,
+    ComplianceError,
+    ValidityExpired,
+    NoPolicy,
+    PartnerVerdictNoncompliant,
+    PolicyTargetsDeviceGroup,
+}
+
+impl ReasonCode {
+    pub const ALL: [ReasonCode; 21] = [
+        ReasonCode::Compliant,
+        ReasonCode::InGracePeriod,
+        ReasonCode::DeviceUnknown,
+        ReasonCode::DeviceRegisteredToAnotherUser,
+        ReasonCode::UserUnknown,
+        ReasonCode::LicenceMissing,
+        ReasonCode::IntegrationDisabled,
+        ReasonCode::DeviceRemoved,
+        ReasonCode::NotRegisteredThroughPartner,
+        ReasonCode::UserNotTargeted,
+        ReasonCode::DuplicateRegistration,
+        ReasonCode::Unresponsive,
+        ReasonCode::TokenStale,
+        ReasonCode::SignInRequired,
+        ReasonCode::UnsupportedOs,
+        ReasonCode::Noncompliant,
+        ReasonCode::ComplianceError,
+        ReasonCode::ValidityExpired,
+        ReasonCode::NoPolicy,
+        ReasonCode::PartnerVerdictNoncompliant,
+        ReasonCode::PolicyTargetsDeviceGroup,
+    ];
+
+    /// The SCREAMING_SNAKE name used on the wire and in metrics.
+    pub fn as_str(self) -> &'static str {
+        use ReasonCode::*;
+        match self {
+            Compliant => "COMPLIANT",
+            InGracePeriod => "IN_GRACE_PERIOD",
+            DeviceUnknown => "DEVICE_UNKNOWN",
+            DeviceRegisteredToAnotherUser => "DEVICE_REGISTERED_TO_ANOTHER_USER",
+            UserUnknown => "USER_UNKNOWN",
+            LicenceMissing => "LICENCE_MISSING",
+            IntegrationDisabled => "INTEGRATION_DISABLED",
+            DeviceRemoved => "DEVICE_REMOVED",
+            NotRegisteredThroughPartner => "NOT_REGISTERED_THROUGH_PARTNER",
+            UserNotTargeted => "USER_NOT_TARGETED",
+            DuplicateRegistration => "DUPLICATE_REGISTRATION",
+            Unresponsive => "UNRESPONSIVE",
+            TokenStale => "TOKEN_STALE",
+            SignInRequired => "SIGN_IN_REQUIRED",
+            UnsupportedOs => "UNSUPPORTED_OS",
+            Noncompliant => "NONCOMPLIANT",
+            ComplianceError => "COMPLIANCE_ERROR",
+            ValidityExpired => "VALIDITY_EXPIRED",
+            NoPolicy => "NO_POLICY",
+            PartnerVerdictNoncompliant => "PARTNER_VERDICT_NONCOMPLIANT",
+            PolicyTargetsDeviceGroup => "POLICY_TARGETS_DEVICE_GROUP",
+        }
+    }
+
+    /// Does this reason deny access on its own?
+    pub fn denies(self) -> bool {
+        !matches!(
+            self,
+            ReasonCode::Compliant | ReasonCode::InGracePeriod | ReasonCode::PolicyTargetsDeviceGroup
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reason {
+    pub code: ReasonCode,
+    pub message: String,
+}
+
+impl Reason {
+    fn new(code: ReasonCode, message: impl Into<String>) -> Self {
+        Reason { code, message: message.into() }
+    }
+}
+
+/// The decision for a device's own primary user. Decisions for other users derive from it
+/// (see [`for_user`]), so one cached value per device serves every caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceDecision {
+    pub device_id: String,
+    /// `None` when the device is unknown.
+    pub primary_user_id: Option<String>,
+    pub allow: bool,
+    pub state: ComplianceState,
+    pub reasons: Vec<Reason>,
+    /// Until when this decision holds by time alone (`None`: until something changes).
+    pub valid_until: Option<Timestamp>,
+}
+
+/// The decision for one user on one device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessDecision {
+    pub allow: bool,
+    pub state: ComplianceState,
+    pub reasons: Vec<Reason>,
+    pub valid_until: Option<Timestamp>,
+}
+
+/// Applies the caller's identity to a device decision.
+pub fn for_user(decision: &DeviceDecision, user_id: &str) -> AccessDecision {
+    let mut d = AccessDecision {
+        allow: decision.allow,
+        state: decision.state,
+        reasons: decision.reasons.clone(),
+        valid_until: decision.valid_until,
+    };
+    if let Some(primary) = &decision.primary_user_id
+        && primary != user_id
+    {
+        d.allow = false;
+        d.reasons.insert(
+            0,
+            Reason::new(
+                ReasonCode::DeviceRegisteredToAnotherUser,
+                format!("device {} is registered to another user, not to {user_id}", decision.device_id),
+            ),
+        );
+    }
+    d
+}
+
+/// Decides access to `device_id` for its primary user at `now`.
+pub fn decide(state: &State, device_id: &str, now: Timestamp) -> DeviceDecision {
+    let Some(device) = state.device(device_id) else {
+        return DeviceDecision {
+            device_id: device_id.to_string(),
+            primary_user_id: None,
+            allow: false,
+            state: ComplianceState::Unknown,
+            reasons: vec![Reason::new(
+                ReasonCode::DeviceUnknown,
+                format!("no device {device_id} has been reported by the partner"),
+            )],
+            valid_until: None,
+        };
+    };
+    let eval = compliance::evaluate(state, device, now);
+    decide_evaluated(state, device, &eval, now)
+}
+
+/// The gates, given an evaluation already made.
+pub fn decide_evaluated(state: &State, device: &Device, eval: &Evaluation, now: Timestamp) -> DeviceDecision {
+    let mut reasons = Vec::new();
+    let mut next = eval.next_change;
+    let mut until = |t: Timestamp| {
+        if t > now {
+            next = Some(next.map_or(t, |n| n.min(t)));
+        }
+    };
+    let deny = |reasons: &mut Vec<Reason>, code, msg: String| reasons.push(Reason::new(code, msg));
+
+    // Who: the primary user exists and holds both licences (cause 3).
+    match state.user(&device.user_id) {
+        None => deny(
+            &mut reasons,
+            ReasonCode::UserUnknown,
+            format!("the device's user {} is not in the directory; sync the directory", device.user_id),
+        ),
+        Some(u) => {
+            let mut missing = Vec::new();
+            if !u.device_management_licence {
+                missing.push("device management");
+            }
+            if !u.premium_identity_licence {
+                missing.push("premium identity");
+            }
+            if !missing.is_empty() {
+                deny(
+                    &mut reasons,
+                    ReasonCode::LicenceMissing,
+                    format!("user {} has no {} licence", u.user_principal_name, missing.join(" or ")),
+                );
+            }
+        }
+    }
+
+    // The integration must be on (cause 5); a terminated connector's Macs are removed later.
+    let connector = state.connector();
+    match connector.state {
+        ConnectorState::Enabled => {}
+        ConnectorState::NotConfigured => deny(
+            &mut reasons,
+            ReasonCode::IntegrationDisabled,
+            "the partner integration is not configured; enable the connector".into(),
+        ),
+        ConnectorState::Terminated => match connector.removal_at {
+            Some(removal) if now >= removal => deny(
+                &mut reasons,
+                ReasonCode::DeviceRemoved,
+                format!("the partner connector was terminated; its Macs were removed at {}", removal.0),
+            ),
+            _ => {
+                if let Some(removal) = connector.removal_at {
+                    until(removal);
+                }
+                deny(
+                    &mut reasons,
+                    ReasonCode::IntegrationDisabled,
+                    "the partner integration is terminated; re-enable the connector".into(),
+                )
+            }
+        },
+    }
+
+    // How it was registered (cause 4) and whether its user is targeted at all.
+    if device.registration == Registration::Direct {
+        deny(
+            &mut reasons,
+            ReasonCode::NotRegisteredThroughPartner,
+            "the Mac was registered directly, not through the partner's Self Service flow".into(),
+        );
+    }
+    let enrollment = targeting::resolve_saved(state, &device.user_id);
+    match enrollment.target {
+        EnrollmentTarget::Partner => {}
+        EnrollmentTarget::Direct => deny(
+            &mut reasons,
+            ReasonCode::UserNotTargeted,
+            format!(
+                "user {} is excluded from partner enrollment by group {}; the Mac must enroll directly",
+                device.user_id,
+                enrollment.exclude_group_ids.join(", ")
+            ),
+        ),
+        EnrollmentTarget::NotTargeted => deny(
+            &mut reasons,
+            ReasonCode::UserNotTargeted,
+            format!("user {} is in no include group of the partner connector", device.user_id),
+        ),
+    }
+
+    // Duplicates are reported, never merged into an allow (cause 6).
+    let same_serial = state.devices_with_serial(&device.serial_number);
+    if same_serial.len() > 1 {
+        let others: Vec<&str> = same_serial.iter().filter(|d| **d != device.id).map(String::as_str).collect();
+        deny(
+            &mut reasons,
+            ReasonCode::DuplicateRegistration,
+            format!("serial {} is also registered as {}", device.serial_number, others.join(", ")),
+        );
+    }
+
+    // Freshness (rule 5): never compliant on old data.
+    let unresponsive_at = device.last_check_in.plus_secs(UNRESPONSIVE_AFTER_SECS);
+    if now >= unresponsive_at {
+        deny(
+            &mut reasons,
+            ReasonCode::Unresponsive,
+            format!("no check-in with the partner since {} (over 24 hours)", device.last_check_in.0),
+        );
+    } else {
+        until(unresponsive_at);
+    }
+    let token_stale_at = device.last_token_renewal.plus_secs(TOKEN_STALE_AFTER_SECS);
+    if now >= token_stale_at {
+        deny(
+            &mut reasons,
+            ReasonCode::TokenStale,
+            format!("the directory token was last renewed at {} (over 24 hours)", device.last_token_renewal.0),
+        );
+    } else {
+        until(token_stale_at);
+    }
+    if let Some(issued) = device.refresh_token_issued {
+        let lapses = issued.plus_secs(REFRESH_TOKEN_LIFETIME_SECS);
+        if now >= lapses {
+            deny(
+                &mut reasons,
+                ReasonCode::SignInRequired,
+                "the refresh token has lapsed (7 days); the user must sign in again".into(),
+            );
+        } else {
+            until(lapses);
+        }
+    }
+    if device.os_version < minimum_macos() {
+        deny(
+            &mut reasons,
+            ReasonCode::UnsupportedOs,
+            format!("macOS {} is older than the supported {}", device.os_version, minimum_macos()),
+        );
+    }
+
+    // Compliance itself.
+    compliance_reasons(eval, &mut reasons);
+
+    let allow = !reasons.iter().any(|r| r.code.denies());
+    if allow && !reasons.iter().any(|r| r.code == ReasonCode::InGracePeriod) {
+        reasons.insert(0, Reason::new(ReasonCode::Compliant, "the device meets every policy that applies"));
+    }
+    DeviceDecision {
+        device_id: device.id.clone(),
+        primary_user_id: Some(device.user_id.clone()),
+        allow,
+        state: eval.state,
+        reasons,
+        valid_until: next,
+    }
+}
+
+fn compliance_reasons(eval: &Evaluation, reasons: &mut Vec<Reason>) {
+    for (policy, group) in &eval.device_group_policies {
+        reasons.push(Reason::new(
+            ReasonCode::PolicyTargetsDeviceGroup,
+            format!("policy {policy} is assigned to device group {group}, which does not evaluate partner-managed Macs"),
+        ));
+    }
+    match eval.cause {
+        StateCause::ValidityExpired { reported_at, valid_until } => reasons.push(Reason::new(
+            ReasonCode::ValidityExpired,
+            format!(
+                "nothing reported since {} and the validity period ended at {}",
+                reported_at.0, valid_until.0
+            ),
+        )),
+        StateCause::PartnerVerdict(false) => reasons.push(Reason::new(
+            ReasonCode::PartnerVerdictNoncompliant,
+            "the partner reported the device noncompliant",
+        )),
+        StateCause::PartnerVerdict(true) => {}
+        StateCause::NoPolicy(t) => {
+            if !eval.state.allows_access() {
+                reasons.push(Reason::new(
+                    ReasonCode::NoPolicy,
+                    format!("no compliance policy applies and the tenant counts such devices as {t:?}").to_lowercase(),
+                ));
+            }
+        }
+        StateCause::Policies => {
+            for p in &eval.policies {
+                let failing: Vec<String> = p
+                    .settings
+                    .iter()
+                    .filter(|s| s.state == ComplianceState::Noncompliant || s.state == ComplianceState::Error)
+                    .map(|s| format!("{} (expected {}, actual {})", s.setting, s.expected, s.actual))
+                    .collect();
+                let list = failing.join("; ");
+                match p.state {
+                    ComplianceState::InGracePeriod => reasons.push(Reason::new(
+                        ReasonCode::InGracePeriod,
+                        format!(
+                            "fails policy {} but its grace period ends at {}: {list}",
+                            p.policy_name,
+                            p.grace_period_ends.map_or(0, |t| t.0)
+                        ),
+                    )),
+                    ComplianceState::Noncompliant => reasons.push(Reason::new(
+                        ReasonCode::Noncompliant,
+                        format!("fails policy {}: {list}", p.policy_name),
+                    )),
+                    ComplianceState::Error | ComplianceState::Unknown | ComplianceState::Conflict => {
+                        reasons.push(Reason::new(
+                            ReasonCode::ComplianceError,
+                            format!("policy {} cannot be evaluated: {list}", p.policy_name),
+                        ))
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! The entities of the domain, as plain data. No I/O, no clock, no gRPC or SQL types.
+
+use serde::{Deserialize, Serialize};
+
+use super::version::{OsBuild, OsVersion};
+
+/// Seconds since the Unix epoch. Time enters the core only as a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    pub const HOUR: i64 = 3600;
+    pub const DAY: i64 = 24 * Self::HOUR;
+
+    pub fn plus_secs(self, secs: i64) -> Timestamp {
+        Timestamp(self.0.saturating_add(secs))
+    }
+    pub fn plus_hours(self, hours: i64) -> Timestamp {
+        self.plus_secs(hours.saturating_mul(Self::HOUR))
+    }
+    pub fn plus_days(self, days: i64) -> Timestamp {
+        self.plus_secs(days.saturating_mul(Self::DAY))
+    }
+}
+
+/// A directory identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: String,
+    pub user_principal_name: String,
+    /// Holds a device-management licence (Intune).
+    pub device_management_licence: bool,
+    /// Holds a premium identity licence (Entra ID P1 or better).
+    pub premium_identity_licence: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum GroupKind {
+    User,
+    Device,
+}
+
+/// A directory group. Members are user ids for user groups, device ids for device groups.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    pub id: String,
+    pub name: String,
+    pub kind: GroupKind,
+    pub members: Vec<String>,
+}
+
+/// How a Mac was registered with the directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Registration {
+    /// Through the partner's flow (Self Service launching the Company Portal).
+    Partner,
+    /// Directly, bypassing the partner: "not registered" for the partner (cause 4).
+    Direct,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum FileVault {
+    NotApplicable,
+    NotEncrypted,
+    BootVolumeOnly,
+    SomeEncrypted,
+    /// The only state that counts as encrypted.
+    AllEncrypted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Gatekeeper {
+    /// Apps from anywhere.
+    Disabled,
+    AppStoreAndIdentifiedDevelopers,
+    AppStore,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Sip {
+    Enabled,
+    Disabled,
+    NotCollected,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ThreatLevel {
+    Secured,
+    Low,
+    Medium,
+    High,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PasswordType {
+    DeviceDefault,
+    Alphanumeric,
+    Numeric,
+}
+
+/// Password facts as the partner reports them. `None` = not reported.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswordFacts {
+    pub required: Option<bool>,
+    pub simple_blocked: Option<bool>,
+    pub min_length: Option<u32>,
+    pub kind: Option<PasswordType>,
+    pub min_character_sets: Option<u32>,
+    pub minutes_of_inactivity_before_lock: Option<u32>,
+    pub expiry_days: Option<u32>,
+    pub previous_passwords_blocked: Option<u32>,
+}
+
+/// The security facts a policy checks. `None` = the partner did not report it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityFacts {
+    pub system_integrity_protection: Option<Sip>,
+    pub file_vault: Option<FileVault>,
+    pub gatekeeper: Option<Gatekeeper>,
+    pub firewall_enabled: Option<bool>,
+    pub firewall_block_all_incoming: Option<bool>,
+    pub firewall_stealth_mode: Option<bool>,
+    pub password: PasswordFacts,
+    pub threat_level: Option<ThreatLevel>,
+}
+
+/// The partner's own verdict (the 2024 mode): it decided compliance itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartnerVerdict {
+    pub compliant: bool,
+    pub decided_at: Timestamp,
+}
+
+/// A Mac as last reported by the partner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    /// Directory device id: the key.
+    pub id: String,
+    pub partner_device_id: String,
+    pub serial_number: String,
+    pub name: String,
+    pub model: String,
+    /// Directory id of the primary user.
+    pub user_id: String,
+    pub os_version: OsVersion,
+    pub os_build: Option<OsBuild>,
+    pub registration: Registration,
+    pub last_check_in: Timestamp,
+    pub last_token_renewal: Timestamp,
+    /// When the last refresh token was issued; `None` when the partner does not report it.
+    pub refresh_token_issued: Option<Timestamp>,
+    pub facts: SecurityFacts,
+    pub partner_verdict: Option<PartnerVerdict>,
+    /// The check-in at which the device was first seen failing a policy; `None` while it
+    /// meets them all. Grace periods run from here (see `compliance::noncompliant_since`).
+    pub noncompliant_since: Option<Timestamp>,
+}
+
+/// Gatekeeper's allowed app sources a policy requires (at least this strict).
+pub type RequiredGatekeeper = Gatekeeper;
+
+/// The password rules of a macOS compliance policy. `None` = not configured, not evaluated.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswordRules {
+    pub required: Option<bool>,
+    pub block_simple: Option<bool>,
+    /// 4..=14
+    pub min_length: Option<u32>,
+    pub kind: Option<PasswordType>,
+    /// 1..=4
+    pub min_character_sets: Option<u32>,
+    pub max_minutes_of_inactivity_before_lock: Option<u32>,
+    /// 1..=65535
+    pub max_expiry_days: Option<u32>,
+    /// 1..=24
+    pub min_previous_passwords_blocked: Option<u32>,
+}
+
+/// Required settings of a macOS compliance policy. `None` = not configured, not evaluated.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicySettings {
+    pub os_minimum_version: Option<OsVersion>,
+    pub os_maximum_version: Option<OsVersion>,
+    pub os_minimum_build: Option<OsBuild>,
+    pub os_maximum_build: Option<OsBuild>,
+    pub system_integrity_protection_required: Option<bool>,
+    pub storage_encryption_required: Option<bool>,
+    pub firewall_enabled: Option<bool>,
+    pub firewall_block_all_incoming: Option<bool>,
+    pub firewall_stealth_mode: Option<bool>,
+    pub gatekeeper_minimum: Option<RequiredGatekeeper>,
+    pub password: PasswordRules,
+    /// The highest threat level still compliant.
+    pub max_threat_level: Option<ThreatLevel>,
+}
+
+/// A macOS compliance policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    pub id: String,
+    pub name: String,
+    pub settings: PolicySettings,
+    /// "Mark noncompliant after N hours" (0..=8760; 0 = at once).
+    pub grace_period_hours: u32,
+    /// When the policy last changed: a device it newly fails is in grace from here.
+    pub updated_at: Timestamp,
+}
+
+/// A policy's targets: include and exclude groups.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Assignment {
+    pub policy_id: String,
+    pub include_group_ids: Vec<String>,
+    pub exclude_group_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum ConnectorState {
+    #[default]
+    NotConfigured,
+    Enabled,
+    Terminated,
+}
+
+/// The link to the partner, with the user groups that decide partner enrollment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Connector {
+    pub state: ConnectorState,
+    pub partner_app_id: String,
+    /// The partner product's version, e.g. 10.1.0.
+    pub partner_version: Option<OsVersion>,
+    pub include_group_ids: Vec<String>,
+    pub exclude_group_ids: Vec<String>,
+    pub enabled_at: Option<Timestamp>,
+    pub terminated_at: Option<Timestamp>,
+    /// Set on termination: its Macs are removed 90 days later.
+    pub removal_at: Option<Timestamp>,
+    pub last_heartbeat: Option<Timestamp>,
+}
+
+/// How a device that no policy applies to counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum NoPolicyTreatment {
+    /// Intune's default.
+    #[default]
+    Compliant,
+    Noncompliant,
+}
+
+/// Tenant-wide compliance settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantSettings {
+    pub no_policy: NoPolicyTreatment,
+    /// 1..=120; a device that has not reported within it is noncompliant.
+    pub validity_days: u32,
+}
+
+impl Default for TenantSettings {
+    fn default() -> Self {
+        TenantSettings { no_policy: NoPolicyTreatment::Compliant, validity_days: 30 }
+    }
+}

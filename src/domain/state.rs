@@ -1,0 +1,237 @@
+//! The whole organisation in memory, with the indexes the decisions need, changed only by
+//! applying [`Change`]s. Pure data: the same changes in the same order give the same state.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::model::{Assignment, Connector, Device, Group, GroupKind, Policy, TenantSettings, User};
+
+/// One durable change. The store logs these with their revision; replicas replay them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Change {
+    PutUser(User),
+    DeleteUser(String),
+    PutGroup(Group),
+    DeleteGroup(String),
+    PutDevice(Device),
+    DeleteDevice(String),
+    PutPolicy(Policy),
+    DeletePolicy(String),
+    /// An assignment with no groups removes the policy's assignment.
+    PutAssignment(Assignment),
+    PutConnector(Connector),
+    PutSettings(TenantSettings),
+}
+
+/// Which cached decisions a change can affect.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Touched {
+    /// Every decision (policies, assignments, connector, tenant settings, large groups).
+    pub all: bool,
+    pub devices: HashSet<String>,
+}
+
+impl Touched {
+    pub fn merge(&mut self, other: Touched) {
+        self.all |= other.all;
+        if !self.all {
+            self.devices.extend(other.devices);
+        }
+    }
+}
+
+/// Above this many affected devices a change simply drops every cached decision.
+const TOUCH_ALL_ABOVE: usize = 10_000;
+
+#[derive(Debug, Default, Clone)]
+pub struct State {
+    users: HashMap<String, User>,
+    groups: HashMap<String, Group>,
+    /// member id (user or device) → ids of the groups it belongs to
+    member_of: HashMap<String, Vec<String>>,
+    devices: HashMap<String, Device>,
+    devices_by_user: HashMap<String, Vec<String>>,
+    devices_by_serial: HashMap<String, Vec<String>>,
+    policies: BTreeMap<String, Policy>,
+    assignments: BTreeMap<String, Assignment>,
+    connector: Connector,
+    settings: TenantSettings,
+}
+
+static EMPTY: Vec<String> = Vec::new();
+
+impl State {
+    pub fn user(&self, id: &str) -> Option<&User> {
+        self.users.get(id)
+    }
+    pub fn users(&self) -> impl Iterator<Item = &User> {
+        self.users.values()
+    }
+    pub fn user_count(&self) -> usize {
+        self.users.len()
+    }
+    pub fn group(&self, id: &str) -> Option<&Group> {
+        self.groups.get(id)
+    }
+    pub fn groups(&self) -> impl Iterator<Item = &Group> {
+        self.groups.values()
+    }
+    /// Ids of the groups (of either kind) that `member_id` belongs to.
+    pub fn groups_of(&self, member_id: &str) -> &[String] {
+        self.member_of.get(member_id).unwrap_or(&EMPTY)
+    }
+    pub fn device(&self, id: &str) -> Option<&Device> {
+        self.devices.get(id)
+    }
+    pub fn devices(&self) -> impl Iterator<Item = &Device> {
+        self.devices.values()
+    }
+    pub fn device_count(&self) -> usize {
+        self.devices.len()
+    }
+    pub fn devices_of_user(&self, user_id: &str) -> &[String] {
+        self.devices_by_user.get(user_id).unwrap_or(&EMPTY)
+    }
+    /// Every device record with this serial number: more than one is a duplicate registration.
+    pub fn devices_with_serial(&self, serial: &str) -> &[String] {
+        self.devices_by_serial.get(serial).unwrap_or(&EMPTY)
+    }
+    pub fn policy(&self, id: &str) -> Option<&Policy> {
+        self.policies.get(id)
+    }
+    pub fn policies(&self) -> impl Iterator<Item = &Policy> {
+        self.policies.values()
+    }
+    pub fn assignment(&self, policy_id: &str) -> Option<&Assignment> {
+        self.assignments.get(policy_id)
+    }
+    pub fn connector(&self) -> &Connector {
+        &self.connector
+    }
+    pub fn settings(&self) -> &TenantSettings {
+        &self.settings
+    }
+
+    /// Applies one change and says which decisions it can have changed.
+    pub fn apply(&mut self, change: Change) -> Touched {
+        match change {
+            Change::PutUser(user) => {
+                let touched = self.devices_of_users([user.id.as_str()]);
+                self.users.insert(user.id.clone(), user);
+                touched
+            }
+            Change::DeleteUser(id) => {
+                let touched = self.devices_of_users([id.as_str()]);
+                self.users.remove(&id);
+                touched
+            }
+            Change::PutGroup(group) => {
+                let old = self.groups.remove(&group.id);
+                let mut touched = self.group_touch(old.as_ref());
+                touched.merge(self.group_touch(Some(&group)));
+                if let Some(old) = &old {
+                    self.unindex_members(old);
+                }
+                for m in &group.members {
+                    self.member_of.entry(m.clone()).or_default().push(group.id.clone());
+                }
+                self.groups.insert(group.id.clone(), group);
+                touched
+            }
+            Change::DeleteGroup(id) => match self.groups.remove(&id) {
+                Some(old) => {
+                    self.unindex_members(&old);
+                    self.group_touch(Some(&old))
+                }
+                None => Touched::default(),
+            },
+            Change::PutDevice(device) => {
+                let mut touched = Touched::default();
+                if let Some(old) = self.devices.remove(&device.id) {
+                    touched.devices.extend(self.devices_with_serial(&old.serial_number).iter().cloned());
+                    remove_from(&mut self.devices_by_user, &old.user_id, &old.id);
+                    remove_from(&mut self.devices_by_serial, &old.serial_number, &old.id);
+                }
+                self.devices_by_user.entry(device.user_id.clone()).or_default().push(device.id.clone());
+                let same_serial = self.devices_by_serial.entry(device.serial_number.clone()).or_default();
+                same_serial.push(device.id.clone());
+                touched.devices.extend(same_serial.iter().cloned());
+                self.devices.insert(device.id.clone(), device);
+                touched
+            }
+            Change::DeleteDevice(id) => {
+                let mut touched = Touched::default();
+                if let Some(old) = self.devices.remove(&id) {
+                    touched.devices.extend(self.devices_with_serial(&old.serial_number).iter().cloned());
+                    remove_from(&mut self.devices_by_user, &old.user_id, &old.id);
+                    remove_from(&mut self.devices_by_serial, &old.serial_number, &old.id);
+                }
+                touched
+            }
+            Change::PutPolicy(policy) => {
+                self.policies.insert(policy.id.clone(), policy);
+                Touched { all: true, ..Touched::default() }
+            }
+            Change::DeletePolicy(id) => {
+                self.policies.remove(&id);
+                self.assignments.remove(&id);
+                Touched { all: true, ..Touched::default() }
+            }
+            Change::PutAssignment(a) => {
+                if a.include_group_ids.is_empty() && a.exclude_group_ids.is_empty() {
+                    self.assignments.remove(&a.policy_id);
+                } else {
+                    self.assignments.insert(a.policy_id.clone(), a);
+                }
+                Touched { all: true, ..Touched::default() }
+            }
+            Change::PutConnector(c) => {
+                self.connector = c;
+                Touched { all: true, ..Touched::default() }
+            }
+            Change::PutSettings(s) => {
+                self.settings = s;
+                Touched { all: true, ..Touched::default() }
+            }
+        }
+    }
+
+    fn devices_of_users<'a>(&self, users: impl IntoIterator<Item = &'a str>) -> Touched {
+        let mut touched = Touched::default();
+        for u in users {
+            touched.devices.extend(self.devices_of_user(u).iter().cloned());
+            if touched.devices.len() > TOUCH_ALL_ABOVE {
+                return Touched { all: true, ..Touched::default() };
+            }
+        }
+        touched
+    }
+
+    /// A user group's members' devices; a device group's member devices (for diagnosis).
+    fn group_touch(&self, group: Option<&Group>) -> Touched {
+        let Some(group) = group else { return Touched::default() };
+        if group.members.len() > TOUCH_ALL_ABOVE {
+            return Touched { all: true, ..Touched::default() };
+        }
+        match group.kind {
+            GroupKind::User => self.devices_of_users(group.members.iter().map(String::as_str)),
+            GroupKind::Device => Touched { all: false, devices: group.members.iter().cloned().collect() },
+        }
+    }
+
+    fn unindex_members(&mut self, group: &Group) {
+        for m in &group.members {
+            remove_from(&mut self.member_of, m, &group.id);
+        }
+    }
+}
+
+fn remove_from(index: &mut HashMap<String, Vec<String>>, key: &str, value: &str) {
+    if let Some(list) = index.get_mut(key) {
+        list.retain(|v| v != value);
+        if list.is_empty() {
+            index.remove(key);
+        }
+    }
+}
