@@ -1,2 +1,11 @@
 //! posture: device-compliance and access decisions for partner-managed Macs, over gRPC.
+
+pub mod auth;
+pub mod cache;
+pub mod clock;
 pub mod domain;
+pub mod engine;
+pub mod error;
+pub mod grpc;
+pub mod proto;
+pub mod store;

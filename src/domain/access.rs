@@ -20,6 +20,11 @@ pub fn minimum_macos() -> OsVersion {
     OsVersion::new(&[10, 12])
 }
 
+/// The oldest partner version the integration supports.
+pub fn minimum_partner_version() -> OsVersion {
+    OsVersion::new(&[10, 1, 0])
+}
+
 /// Stable reason codes: callers may branch on them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ReasonCode {

@@ -235,7 +235,6 @@ pub struct Connector {
     pub terminated_at: Option<Timestamp>,
     /// Set on termination: its Macs are removed 90 days later.
     pub removal_at: Option<Timestamp>,
-    pub last_heartbeat: Option<Timestamp>,
 }
 
 /// How a device that no policy applies to counts.

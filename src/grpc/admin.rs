@@ -1,0 +1,151 @@
+//! `posture.v1.AdminService`.
+
+use tonic::{Request, Response, Status};
+
+use super::Handlers;
+use super::convert::{self, MAX_GROUP_LIST, id, ids};
+use crate::engine::GroupTargets;
+use crate::error::Error;
+use crate::proto::{self as pb, admin_service_server::AdminService};
+
+impl Handlers {
+    fn policy_response(&self, policy_id: &str) -> Result<pb::PolicyResponse, Error> {
+        let (policy, revision) = self.engine.read(|state, _| {
+            state.policy(policy_id).map(|p| convert::policy_out(p, state.assignment(policy_id)))
+        });
+        let policy = policy.ok_or_else(|| Error::NotFound(format!("no policy {policy_id}")))?;
+        Ok(pb::PolicyResponse { policy: Some(policy), revision })
+    }
+
+    fn connector_response(&self, revision: Option<u64>) -> pb::ConnectorResponse {
+        let heartbeat = self.engine.last_heartbeat();
+        let (connector, current) =
+            self.engine.read(|state, now| convert::connector_out(state.connector(), heartbeat, now));
+        pb::ConnectorResponse { connector: Some(connector), revision: revision.unwrap_or(current) }
+    }
+
+    fn settings_response(&self, revision: Option<u64>) -> pb::SettingsResponse {
+        let (settings, current) = self.engine.read(|state, _| convert::settings_out(state.settings()));
+        pb::SettingsResponse { settings: Some(settings), revision: revision.unwrap_or(current) }
+    }
+}
+
+/// A write's answer: the entity as now stored, with the write's own revision.
+fn written(mut resp: pb::PolicyResponse, revision: u64) -> Response<pb::PolicyResponse> {
+    resp.revision = revision;
+    Response::new(resp)
+}
+
+#[tonic::async_trait]
+impl AdminService for Handlers {
+    async fn create_policy(&self, req: Request<pb::CreatePolicyRequest>) -> Result<Response<pb::PolicyResponse>, Status> {
+        let policy = convert::policy("policy", req.get_ref().policy.as_ref())?;
+        let policy_id = policy.id.clone();
+        let revision = self.engine.create_policy(policy).await?;
+        Ok(written(self.policy_response(&policy_id)?, revision))
+    }
+
+    async fn update_policy(&self, req: Request<pb::UpdatePolicyRequest>) -> Result<Response<pb::PolicyResponse>, Status> {
+        let policy = convert::policy("policy", req.get_ref().policy.as_ref())?;
+        let policy_id = policy.id.clone();
+        let revision = self.engine.update_policy(policy).await?;
+        Ok(written(self.policy_response(&policy_id)?, revision))
+    }
+
+    async fn get_policy(&self, req: Request<pb::GetPolicyRequest>) -> Result<Response<pb::PolicyResponse>, Status> {
+        let policy_id = id("policy_id", &req.get_ref().policy_id)?;
+        Ok(Response::new(self.policy_response(&policy_id)?))
+    }
+
+    async fn list_policies(
+        &self,
+        _req: Request<pb::ListPoliciesRequest>,
+    ) -> Result<Response<pb::ListPoliciesResponse>, Status> {
+        let (policies, revision) = self.engine.read(|state, _| {
+            state.policies().map(|p| convert::policy_out(p, state.assignment(&p.id))).collect()
+        });
+        Ok(Response::new(pb::ListPoliciesResponse { policies, revision }))
+    }
+
+    async fn delete_policy(&self, req: Request<pb::DeletePolicyRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+        let policy_id = id("policy_id", &req.get_ref().policy_id)?;
+        let revision = self.engine.delete_policy(&policy_id).await?;
+        Ok(Response::new(pb::WriteResponse { revision }))
+    }
+
+    async fn assign_policy(
+        &self,
+        req: Request<pb::AssignPolicyRequest>,
+    ) -> Result<Response<pb::AssignPolicyResponse>, Status> {
+        let r = req.get_ref();
+        let policy_id = id("policy_id", &r.policy_id)?;
+        let a = r.assignment.clone().unwrap_or_default();
+        let targets = GroupTargets {
+            include: ids("assignment.include_group_ids", &a.include_group_ids, MAX_GROUP_LIST)?,
+            exclude: ids("assignment.exclude_group_ids", &a.exclude_group_ids, MAX_GROUP_LIST)?,
+        };
+        let revision = self.engine.assign_policy(&policy_id, targets).await?;
+        let policy = self.policy_response(&policy_id)?.policy;
+        Ok(Response::new(pb::AssignPolicyResponse { policy, revision }))
+    }
+
+    async fn enable_connector(
+        &self,
+        req: Request<pb::EnableConnectorRequest>,
+    ) -> Result<Response<pb::ConnectorResponse>, Status> {
+        let r = req.get_ref();
+        let app_id = id("partner_app_id", &r.partner_app_id)?;
+        if r.partner_version.is_empty() {
+            return Err(Error::invalid("partner_version", "is required, e.g. 11.4.0").into());
+        }
+        let version = r
+            .partner_version
+            .parse()
+            .map_err(|e: crate::domain::version::BadVersion| Error::invalid("partner_version", e.to_string()))?;
+        let targets = GroupTargets {
+            include: ids("include_group_ids", &r.include_group_ids, MAX_GROUP_LIST)?,
+            exclude: ids("exclude_group_ids", &r.exclude_group_ids, MAX_GROUP_LIST)?,
+        };
+        let revision = self.engine.enable_connector(app_id, version, targets).await?;
+        Ok(Response::new(self.connector_response(Some(revision))))
+    }
+
+    async fn terminate_connector(
+        &self,
+        _req: Request<pb::TerminateConnectorRequest>,
+    ) -> Result<Response<pb::ConnectorResponse>, Status> {
+        let revision = self.engine.terminate_connector().await?;
+        Ok(Response::new(self.connector_response(Some(revision))))
+    }
+
+    async fn get_connector(
+        &self,
+        _req: Request<pb::GetConnectorRequest>,
+    ) -> Result<Response<pb::ConnectorResponse>, Status> {
+        Ok(Response::new(self.connector_response(None)))
+    }
+
+    async fn sync_directory(&self, req: Request<pb::SyncDirectoryRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+        let r = req.into_inner();
+        let users = r.users.iter().enumerate().map(|(i, u)| convert::user(&format!("users[{i}]"), u)).collect::<Result<_, _>>()?;
+        let groups =
+            r.groups.iter().enumerate().map(|(i, g)| convert::group(&format!("groups[{i}]"), g)).collect::<Result<_, _>>()?;
+        let removed_users = ids("removed_user_ids", &r.removed_user_ids, usize::MAX)?;
+        let removed_groups = ids("removed_group_ids", &r.removed_group_ids, usize::MAX)?;
+        let revision = self.engine.sync_directory(users, groups, removed_users, removed_groups).await?;
+        Ok(Response::new(pb::WriteResponse { revision }))
+    }
+
+    async fn get_settings(&self, _req: Request<pb::GetSettingsRequest>) -> Result<Response<pb::SettingsResponse>, Status> {
+        Ok(Response::new(self.settings_response(None)))
+    }
+
+    async fn update_settings(
+        &self,
+        req: Request<pb::UpdateSettingsRequest>,
+    ) -> Result<Response<pb::SettingsResponse>, Status> {
+        let settings = convert::settings(req.get_ref().settings.as_ref())?;
+        let revision = self.engine.update_settings(settings).await?;
+        Ok(Response::new(self.settings_response(Some(revision))))
+    }
+}

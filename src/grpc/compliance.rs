@@ -1,0 +1,131 @@
+//! `posture.v1.ComplianceService`.
+
+use tonic::{Request, Response, Status};
+
+use super::Handlers;
+use super::convert::{self, id};
+use crate::domain::compliance;
+use crate::domain::{access, diagnosis, summary};
+use crate::error::Error;
+use crate::proto::{self as pb, compliance_service_server::ComplianceService};
+
+#[tonic::async_trait]
+impl ComplianceService for Handlers {
+    async fn check_access(&self, req: Request<pb::CheckAccessRequest>) -> Result<Response<pb::CheckAccessResponse>, Status> {
+        let r = req.get_ref();
+        let user_id = id("user_id", &r.user_id)?;
+        let device_id = id("device_id", &r.device_id)?;
+        let (decision, revision) = self.engine.check_access(&user_id, &device_id);
+        Ok(Response::new(convert::access_out(&decision, revision)))
+    }
+
+    async fn evaluate_device(
+        &self,
+        req: Request<pb::EvaluateDeviceRequest>,
+    ) -> Result<Response<pb::EvaluateDeviceResponse>, Status> {
+        let device_id = id("device_id", &req.get_ref().device_id)?;
+        let (resp, revision) = self.engine.read(|state, now| {
+            let device = state.device(&device_id).ok_or_else(|| not_reported(&device_id))?;
+            let eval = compliance::evaluate(state, device, now);
+            let decision = access::decide_evaluated(state, device, &eval, now);
+            let reasons = decision
+                .reasons
+                .iter()
+                .filter(|r| {
+                    use access::ReasonCode::*;
+                    matches!(r.code, NoPolicy | ValidityExpired | PartnerVerdictNoncompliant | PolicyTargetsDeviceGroup)
+                })
+                .map(convert::reason_out)
+                .collect();
+            Ok::<_, Error>(pb::EvaluateDeviceResponse {
+                device_id: device.id.clone(),
+                user_id: device.user_id.clone(),
+                state: convert::state_out(eval.state),
+                policies: eval
+                    .policies
+                    .iter()
+                    .map(|p| pb::PolicyResult {
+                        policy_id: p.policy_id.clone(),
+                        policy_name: p.policy_name.clone(),
+                        state: convert::state_out(p.state),
+                        settings: p
+                            .settings
+                            .iter()
+                            .map(|s| pb::SettingResult {
+                                setting: s.setting.to_string(),
+                                expected: s.expected.clone(),
+                                actual: s.actual.clone(),
+                                state: convert::state_out(s.state),
+                            })
+                            .collect(),
+                        grace_period_ends: p.grace_period_ends.map(convert::timestamp),
+                    })
+                    .collect(),
+                grace_period_ends: eval.grace_period_ends.map(convert::timestamp),
+                reasons,
+                revision: 0,
+            })
+        });
+        let mut resp = resp?;
+        resp.revision = revision;
+        Ok(Response::new(resp))
+    }
+
+    async fn diagnose_device(
+        &self,
+        req: Request<pb::DiagnoseDeviceRequest>,
+    ) -> Result<Response<pb::DiagnoseDeviceResponse>, Status> {
+        let device_id = id("device_id", &req.get_ref().device_id)?;
+        let engine = &self.engine;
+        let (found, revision) = engine.read(|state, now| {
+            let credential = engine.credentials().partner_credential(&state.connector().partner_app_id);
+            let findings = diagnosis::diagnose(state, &device_id, credential, now)?;
+            Some((findings, access::decide(state, &device_id, now).allow))
+        });
+        let (findings, allow) = found.ok_or_else(|| not_reported(&device_id))?;
+        Ok(Response::new(pb::DiagnoseDeviceResponse {
+            device_id,
+            decision: convert::decision_out(allow),
+            findings: findings
+                .iter()
+                .map(|f| pb::Finding {
+                    cause: f.cause.as_str().to_string(),
+                    detail: f.detail.clone(),
+                    remediation: f.remediation().to_string(),
+                })
+                .collect(),
+            revision,
+        }))
+    }
+
+    async fn get_compliance_summary(
+        &self,
+        _req: Request<pb::GetComplianceSummaryRequest>,
+    ) -> Result<Response<pb::GetComplianceSummaryResponse>, Status> {
+        let (s, revision) = self.engine.read(summary::summarize);
+        Ok(Response::new(pb::GetComplianceSummaryResponse {
+            devices: s.devices,
+            allowed: s.allowed,
+            denied: s.denied,
+            by_state: s
+                .by_state
+                .iter()
+                .map(|(state, n)| pb::StateCount { state: convert::state_out(*state), devices: *n })
+                .collect(),
+            by_reason: s
+                .by_reason
+                .iter()
+                .map(|(code, (devices, users))| pb::ReasonCount {
+                    code: code.as_str().to_string(),
+                    devices: *devices,
+                    users: *users,
+                })
+                .collect(),
+            revision,
+        }))
+    }
+}
+
+fn not_reported(device_id: &str) -> Error {
+    Error::NotFound(format!("no device {device_id} has been reported by the partner"))
+}

@@ -1,0 +1,47 @@
+//! `posture.v1.InventoryService`.
+
+use tonic::{Request, Response, Status};
+
+use super::Handlers;
+use super::convert::{self, MAX_BATCH};
+use crate::auth;
+use crate::engine::ItemOutcome;
+use crate::error::Error;
+use crate::proto::{self as pb, inventory_service_server::InventoryService};
+
+#[tonic::async_trait]
+impl InventoryService for Handlers {
+    async fn report_inventory(
+        &self,
+        req: Request<pb::ReportInventoryRequest>,
+    ) -> Result<Response<pb::ReportInventoryResponse>, Status> {
+        let devices = &req.get_ref().devices;
+        if devices.is_empty() {
+            return Err(Error::invalid("devices", "is empty: send 1 to 1000 reports").into());
+        }
+        if devices.len() > MAX_BATCH {
+            let msg = format!("has {} reports; send at most {MAX_BATCH} per batch", devices.len());
+            return Err(Error::invalid("devices", msg).into());
+        }
+        let items = devices
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.device_id.clone(), convert::device_report(&format!("devices[{i}]."), d)))
+            .collect();
+        let outcome = self.engine.report_inventory(auth::caller(&req), items).await?;
+        let mut resp = pb::ReportInventoryResponse { revision: outcome.revision, ..Default::default() };
+        for (index, (device_id, item)) in outcome.items.into_iter().enumerate() {
+            let (accepted, changed, error) = match item {
+                ItemOutcome::Accepted { changed } => (true, changed, String::new()),
+                ItemOutcome::Rejected(e) => (false, false, e.to_string()),
+            };
+            if accepted {
+                resp.accepted += 1;
+            } else {
+                resp.rejected += 1;
+            }
+            resp.results.push(pb::ReportResult { index: index as u32, device_id, accepted, error, changed });
+        }
+        Ok(Response::new(resp))
+    }
+}

@@ -1,0 +1,86 @@
+//! Durable storage behind one trait. A commit writes the changes and one change-log row with
+//! the new revision in one transaction; it returns only once that is on disk.
+
+use async_trait::async_trait;
+
+use crate::domain::{Change, State};
+use crate::error::{Error, Result};
+
+pub mod sqlite;
+
+/// Everything the store holds, as of one revision.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub state: State,
+    pub revision: u64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Loads every entity and the latest revision.
+    async fn load(&self) -> Result<Snapshot>;
+    /// Durably commits `changes` as one revision and returns it.
+    async fn commit(&self, changes: &[Change], committed_at: i64) -> Result<u64>;
+    /// The committed revisions after `after`, oldest first, at most `limit`.
+    async fn changes_since(&self, after: u64, limit: u32) -> Result<Vec<(u64, Vec<Change>)>>;
+}
+
+/// The table and key a change writes, and its JSON document (`None` deletes).
+pub(crate) enum Row<'a> {
+    User(&'a str, Option<String>),
+    Group(&'a str, &'static str, Option<String>),
+    Device { id: &'a str, user_id: &'a str, serial: &'a str, body: Option<String> },
+    DeleteDevice(&'a str),
+    Policy(&'a str, Option<String>),
+    Assignment(&'a str, Option<String>),
+    Singleton(&'static str, String),
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::Storage(e.to_string()))
+}
+
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| Error::Storage(format!("corrupt row: {e}")))
+}
+
+pub(crate) fn encode_changes(changes: &[Change]) -> Result<String> {
+    json(&changes)
+}
+
+/// How each change maps onto the tables, shared by every backend.
+pub(crate) fn row(change: &Change) -> Result<Row<'_>> {
+    use crate::domain::model::GroupKind;
+    Ok(match change {
+        Change::PutUser(u) => Row::User(&u.id, Some(json(u)?)),
+        Change::DeleteUser(id) => Row::User(id, None),
+        Change::PutGroup(g) => {
+            let kind = match g.kind {
+                GroupKind::User => "user",
+                GroupKind::Device => "device",
+            };
+            Row::Group(&g.id, kind, Some(json(g)?))
+        }
+        Change::DeleteGroup(id) => Row::Group(id, "", None),
+        Change::PutDevice(d) => {
+            Row::Device { id: &d.id, user_id: &d.user_id, serial: &d.serial_number, body: Some(json(d)?) }
+        }
+        Change::DeleteDevice(id) => Row::DeleteDevice(id),
+        Change::PutPolicy(p) => Row::Policy(&p.id, Some(json(p)?)),
+        Change::DeletePolicy(id) => Row::Policy(id, None),
+        Change::PutAssignment(a) => {
+            let empty = a.include_group_ids.is_empty() && a.exclude_group_ids.is_empty();
+            Row::Assignment(&a.policy_id, if empty { None } else { Some(json(a)?) })
+        }
+        Change::PutConnector(c) => Row::Singleton("connector", json(c)?),
+        Change::PutSettings(s) => Row::Singleton("settings", json(s)?),
+    })
+}
+
+/// Opens the store a URL names: `sqlite://PATH` (or a plain directory for the embedded default).
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        return Ok(std::sync::Arc::new(sqlite::SqliteStore::open(std::path::Path::new(path)).await?));
+    }
+    Err(Error::invalid("store", format!("unsupported store URL {url:?}: use sqlite://FILE")))
+}
