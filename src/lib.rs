@@ -3,9 +3,12 @@
 pub mod auth;
 pub mod cache;
 pub mod clock;
+pub mod config;
+pub mod demo;
 pub mod domain;
 pub mod engine;
 pub mod error;
 pub mod grpc;
 pub mod proto;
+pub mod server;
 pub mod store;

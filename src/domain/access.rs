@@ -239,7 +239,7 @@ pub fn decide_evaluated(state: &State, device: &Device, eval: &Evaluation, now: 
             Some(removal) if now >= removal => deny(
                 &mut reasons,
                 ReasonCode::DeviceRemoved,
-                format!("the partner connector was terminated; its Macs were removed at {}", removal.0),
+                format!("the partner connector was terminated; its Macs were removed at {removal}"),
             ),
             _ => {
                 if let Some(removal) = connector.removal_at {
@@ -298,7 +298,7 @@ pub fn decide_evaluated(state: &State, device: &Device, eval: &Evaluation, now: 
         deny(
             &mut reasons,
             ReasonCode::Unresponsive,
-            format!("no check-in with the partner since {} (over 24 hours)", device.last_check_in.0),
+            format!("no check-in with the partner since {} (over 24 hours)", device.last_check_in),
         );
     } else {
         until(unresponsive_at);
@@ -308,7 +308,7 @@ pub fn decide_evaluated(state: &State, device: &Device, eval: &Evaluation, now: 
         deny(
             &mut reasons,
             ReasonCode::TokenStale,
-            format!("the directory token was last renewed at {} (over 24 hours)", device.last_token_renewal.0),
+            format!("the directory token was last renewed at {} (over 24 hours)", device.last_token_renewal),
         );
     } else {
         until(token_stale_at);
@@ -362,7 +362,7 @@ fn compliance_reasons(eval: &Evaluation, reasons: &mut Vec<Reason>) {
             ReasonCode::ValidityExpired,
             format!(
                 "nothing reported since {} and the validity period ended at {}",
-                reported_at.0, valid_until.0
+                reported_at, valid_until
             ),
         )),
         StateCause::PartnerVerdict(false) => reasons.push(Reason::new(
@@ -393,7 +393,7 @@ fn compliance_reasons(eval: &Evaluation, reasons: &mut Vec<Reason>) {
                         format!(
                             "fails policy {} but its grace period ends at {}: {list}",
                             p.policy_name,
-                            p.grace_period_ends.map_or(0, |t| t.0)
+                            p.grace_period_ends.unwrap_or_default()
                         ),
                     )),
                     ComplianceState::Noncompliant => reasons.push(Reason::new(

@@ -8,6 +8,25 @@ use super::version::{OsBuild, OsVersion};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
 pub struct Timestamp(pub i64);
 
+/// RFC 3339 in UTC, e.g. 2026-11-23T18:09:26Z.
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let days = self.0.div_euclid(Self::DAY);
+        let secs = self.0.rem_euclid(Self::DAY);
+        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        write!(f, "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+    }
+}
+
 impl Timestamp {
     pub const HOUR: i64 = 3600;
     pub const DAY: i64 = 24 * Self::HOUR;
@@ -257,5 +276,17 @@ pub struct TenantSettings {
 impl Default for TenantSettings {
     fn default() -> Self {
         TenantSettings { no_policy: NoPolicyTreatment::Compliant, validity_days: 30 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Timestamp;
+
+    #[test]
+    fn timestamps_print_as_rfc3339_utc() {
+        assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00Z");
+        assert_eq!(Timestamp(951_782_400).to_string(), "2000-02-29T00:00:00Z");
+        assert_eq!(Timestamp(1_795_716_586).to_string(), "2026-11-26T18:09:46Z");
     }
 }

@@ -63,7 +63,7 @@ impl Engine {
         self.revision.load(Ordering::Acquire)
     }
 
-    pub fn credentials(&self) -> &Credentials {
+    pub fn credentials(&self) -> &Arc<Credentials> {
         &self.credentials
     }
 

@@ -1,0 +1,139 @@
+//! One typed configuration, layered: built-in defaults, then an optional TOML file, then
+//! `POSTURE_*` environment variables, then command-line flags (clap reads both of the last).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::auth::CredentialConfig;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+pub const DEFAULT_DATA_DIR: &str = "./posture-data";
+
+/// The TOML file's shape; every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub store: Option<String>,
+    pub demo: Option<bool>,
+    pub cache_capacity: Option<u64>,
+    #[serde(default)]
+    pub credentials: Vec<CredentialConfig>,
+}
+
+/// Values given on the command line or in the environment (they win over the file).
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct Overrides {
+    /// Address to listen on [default: 127.0.0.1:50051]
+    #[arg(long, env = "POSTURE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory of the embedded SQLite database [default: ./posture-data]
+    #[arg(long, env = "POSTURE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// A TOML configuration file
+    #[arg(long, env = "POSTURE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Store URL; default sqlite://<data-dir>/posture.db
+    #[arg(long, env = "POSTURE_STORE")]
+    pub store: Option<String>,
+    /// Load a small sample organisation into an empty store, with demo credentials
+    #[arg(long, env = "POSTURE_DEMO")]
+    pub demo: bool,
+    /// How many device decisions to cache [default: 1000000]
+    #[arg(long, env = "POSTURE_CACHE_CAPACITY")]
+    pub cache_capacity: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub store: String,
+    pub demo: bool,
+    pub cache_capacity: u64,
+    pub credentials: Vec<CredentialConfig>,
+}
+
+impl Config {
+    /// The defaults: everything runs with nothing configured.
+    pub fn defaults() -> Self {
+        Config::layer(FileConfig::default(), Overrides::default()).expect("the defaults are valid")
+    }
+
+    /// Reads the file the overrides name (if any) and applies the overrides over it.
+    pub fn load(overrides: Overrides) -> anyhow::Result<Self> {
+        let file = match &overrides.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        Config::layer(file, overrides)
+    }
+
+    fn layer(file: FileConfig, o: Overrides) -> anyhow::Result<Self> {
+        let listen = match o.listen.or(file.listen) {
+            Some(a) => a,
+            None => DEFAULT_LISTEN.parse()?,
+        };
+        let data_dir = o.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let store = o
+            .store
+            .or(file.store)
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("posture.db").display()));
+        let cache_capacity = o.cache_capacity.or(file.cache_capacity).unwrap_or(1_000_000);
+        anyhow::ensure!(cache_capacity > 0, "cache_capacity must be at least 1");
+        Ok(Config {
+            listen,
+            data_dir,
+            store,
+            demo: o.demo || file.demo.unwrap_or(false),
+            cache_capacity,
+            credentials: file.credentials,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse_and_run_embedded() {
+        let c = Config::defaults();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.store, "sqlite://./posture-data/posture.db");
+        assert!(c.credentials.is_empty());
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            listen = "127.0.0.1:6000"
+            data_dir = "/var/lib/posture"
+            [[credentials]]
+            id = "jamf"
+            role = "partner"
+            secret_sha256 = ["00"]
+            "#,
+        )
+        .expect("valid toml");
+        let o = Overrides { listen: Some("127.0.0.1:7000".parse().expect("addr")), ..Default::default() };
+        let c = Config::layer(file, o).expect("valid");
+        assert_eq!(c.listen.port(), 7000);
+        assert_eq!(c.store, "sqlite:///var/lib/posture/posture.db");
+        assert_eq!(c.credentials.len(), 1);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<FileConfig>("listn = \"x\"").is_err());
+    }
+}

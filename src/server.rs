@@ -1,0 +1,109 @@
+//! Builds the whole server once: the four posture services behind their role checks, the
+//! standard health service (a status per service) and reflection (v1 and v1alpha).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+
+use crate::auth::{self, Credentials, Role};
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::grpc::Handlers;
+use crate::proto::{
+    self, admin_service_server::AdminServiceServer, compliance_service_server::ComplianceServiceServer,
+    inventory_service_server::InventoryServiceServer, targeting_service_server::TargetingServiceServer,
+};
+
+pub const SERVICES: [&str; 4] = [
+    "posture.v1.ComplianceService",
+    "posture.v1.TargetingService",
+    "posture.v1.InventoryService",
+    "posture.v1.AdminService",
+];
+
+/// Opens the store, loads the state and, with `--demo`, seeds an empty store.
+pub async fn open_engine(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Engine>> {
+    let mut credentials = config.credentials.clone();
+    if config.demo && credentials.is_empty() {
+        credentials = crate::demo::credentials();
+    }
+    let credentials = Arc::new(Credentials::new(&credentials)?);
+    if !credentials.enabled() {
+        tracing::warn!("no credentials configured: authentication is OFF and every caller may call every RPC");
+    }
+    let store = crate::store::open(&config.store).await?;
+    let engine = Arc::new(Engine::open(store, clock, config.cache_capacity, credentials).await?);
+    if config.demo {
+        crate::demo::seed(&engine).await?;
+    }
+    Ok(engine)
+}
+
+/// Runs the server on `listener` until `shutdown` completes, then drains in-flight calls.
+pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let engine = open_engine(&config, Arc::new(SystemClock)).await?;
+    serve_engine(engine, listener, shutdown).await
+}
+
+pub async fn serve_engine(
+    engine: Arc<Engine>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for name in SERVICES.iter().chain(&[""]) {
+        health.set_service_status(*name, ServingStatus::Serving).await;
+    }
+    // Both reflection versions know every service, so old and new grpcurl list the same.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    let creds = engine.credentials().clone();
+    let handlers = Handlers { engine: engine.clone() };
+    const READERS: &[Role] = &[Role::Admin, Role::Gateway];
+    let compliance = ComplianceServiceServer::with_interceptor(
+        handlers.clone(),
+        auth::require(creds.clone(), "ComplianceService", READERS),
+    );
+    let targeting =
+        TargetingServiceServer::with_interceptor(handlers.clone(), auth::require(creds.clone(), "TargetingService", READERS));
+    let inventory = InventoryServiceServer::with_interceptor(
+        handlers.clone(),
+        auth::require(creds.clone(), "InventoryService", &[Role::Partner]),
+    );
+    let admin = AdminServiceServer::with_interceptor(handlers, auth::require(creds, "AdminService", &[Role::Admin]));
+
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, revision = engine.revision(), "posture serving");
+    let drain = async move {
+        shutdown.await;
+        tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
+        for name in SERVICES.iter().chain(&[""]) {
+            health.set_service_status(*name, ServingStatus::NotServing).await;
+        }
+    };
+    Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(compliance)
+        .add_service(targeting)
+        .add_service(inventory)
+        .add_service(admin)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain)
+        .await?;
+    tracing::info!("posture stopped");
+    Ok(())
+}
