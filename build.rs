@@ -5,14 +5,11 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
-    let files = ["types", "compliance", "targeting", "inventory", "admin"]
-        .map(|f| format!("proto/posture/v1/{f}.proto"));
+    let files =
+        ["types", "compliance", "targeting", "inventory", "admin"].map(|f| format!("proto/posture/v1/{f}.proto"));
     let fds = protox::compile(&files, ["proto"])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("posture_descriptor.bin"), prost::Message::encode_to_vec(&fds))?;
-    tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(true)
-        .compile_fds(fds)?;
+    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(fds)?;
     Ok(())
 }

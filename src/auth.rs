@@ -56,12 +56,20 @@ impl Credentials {
         for cfg in configs {
             anyhow::ensure!(!cfg.id.is_empty(), "a credential has an empty id");
             anyhow::ensure!(!cfg.secret_sha256.is_empty(), "credential {} has no secret_sha256", cfg.id);
-            anyhow::ensure!(c.roles.insert(cfg.id.clone(), cfg.role).is_none(), "credential {} is listed twice", cfg.id);
+            anyhow::ensure!(
+                c.roles.insert(cfg.id.clone(), cfg.role).is_none(),
+                "credential {} is listed twice",
+                cfg.id
+            );
             for hex in &cfg.secret_sha256 {
                 let digest = parse_digest(hex)
                     .ok_or_else(|| anyhow::anyhow!("credential {}: {hex:?} is not a hex SHA-256 digest", cfg.id))?;
                 let caller = Caller { id: cfg.id.clone(), role: cfg.role };
-                anyhow::ensure!(c.by_digest.insert(digest, caller).is_none(), "credential {}: a secret is reused", cfg.id);
+                anyhow::ensure!(
+                    c.by_digest.insert(digest, caller).is_none(),
+                    "credential {}: a secret is reused",
+                    cfg.id
+                );
             }
         }
         Ok(c)
@@ -108,7 +116,11 @@ fn parse_digest(hex: &str) -> Option<[u8; 32]> {
 }
 
 /// An interceptor admitting only the given roles to a service.
-pub fn require(credentials: Arc<Credentials>, service: &'static str, roles: &'static [Role]) -> impl tonic::service::Interceptor + Clone {
+pub fn require(
+    credentials: Arc<Credentials>,
+    service: &'static str,
+    roles: &'static [Role],
+) -> impl tonic::service::Interceptor + Clone {
     move |mut req: Request<()>| {
         if !credentials.enabled() {
             return Ok(req);

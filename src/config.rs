@@ -78,10 +78,8 @@ impl Config {
             None => DEFAULT_LISTEN.parse()?,
         };
         let data_dir = o.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-        let store = o
-            .store
-            .or(file.store)
-            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("posture.db").display()));
+        let store =
+            o.store.or(file.store).unwrap_or_else(|| format!("sqlite://{}", data_dir.join("posture.db").display()));
         let cache_capacity = o.cache_capacity.or(file.cache_capacity).unwrap_or(1_000_000);
         anyhow::ensure!(cache_capacity > 0, "cache_capacity must be at least 1");
         Ok(Config {

@@ -110,7 +110,8 @@ pub async fn seed(engine: &Engine) -> anyhow::Result<()> {
     };
     engine.create_policy(baseline).await?;
     engine.create_policy(passwords).await?;
-    let to = |include: &[&str]| GroupTargets { include: include.iter().map(|s| s.to_string()).collect(), exclude: vec![] };
+    let to =
+        |include: &[&str]| GroupTargets { include: include.iter().map(|s| s.to_string()).collect(), exclude: vec![] };
     engine.assign_policy("baseline", to(&["mac-users"])).await?;
     engine.assign_policy("engineering-passwords", to(&["engineering"])).await?;
     let targets = GroupTargets { include: vec!["mac-users".into()], exclude: vec!["contractors".into()] };

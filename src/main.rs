@@ -4,7 +4,11 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "posture", version, about = "Device-compliance and access decisions for partner-managed Macs, over gRPC")]
+#[command(
+    name = "posture",
+    version,
+    about = "Device-compliance and access decisions for partner-managed Macs, over gRPC"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

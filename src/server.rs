@@ -77,8 +77,10 @@ pub async fn serve_engine(
         handlers.clone(),
         auth::require(creds.clone(), "ComplianceService", READERS),
     );
-    let targeting =
-        TargetingServiceServer::with_interceptor(handlers.clone(), auth::require(creds.clone(), "TargetingService", READERS));
+    let targeting = TargetingServiceServer::with_interceptor(
+        handlers.clone(),
+        auth::require(creds.clone(), "TargetingService", READERS),
+    );
     let inventory = InventoryServiceServer::with_interceptor(
         handlers.clone(),
         auth::require(creds.clone(), "InventoryService", &[Role::Partner]),

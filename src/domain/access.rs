@@ -106,10 +106,7 @@ impl ReasonCode {
 
     /// Does this reason deny access on its own?
     pub fn denies(self) -> bool {
-        !matches!(
-            self,
-            ReasonCode::Compliant | ReasonCode::InGracePeriod | ReasonCode::PolicyTargetsDeviceGroup
-        )
+        !matches!(self, ReasonCode::Compliant | ReasonCode::InGracePeriod | ReasonCode::PolicyTargetsDeviceGroup)
     }
 }
 
@@ -354,21 +351,18 @@ fn compliance_reasons(eval: &Evaluation, reasons: &mut Vec<Reason>) {
     for (policy, group) in &eval.device_group_policies {
         reasons.push(Reason::new(
             ReasonCode::PolicyTargetsDeviceGroup,
-            format!("policy {policy} is assigned to device group {group}, which does not evaluate partner-managed Macs"),
+            format!(
+                "policy {policy} is assigned to device group {group}, which does not evaluate partner-managed Macs"
+            ),
         ));
     }
     match eval.cause {
         StateCause::ValidityExpired { reported_at, valid_until } => reasons.push(Reason::new(
             ReasonCode::ValidityExpired,
-            format!(
-                "nothing reported since {} and the validity period ended at {}",
-                reported_at, valid_until
-            ),
+            format!("nothing reported since {} and the validity period ended at {}", reported_at, valid_until),
         )),
-        StateCause::PartnerVerdict(false) => reasons.push(Reason::new(
-            ReasonCode::PartnerVerdictNoncompliant,
-            "the partner reported the device noncompliant",
-        )),
+        StateCause::PartnerVerdict(false) => reasons
+            .push(Reason::new(ReasonCode::PartnerVerdictNoncompliant, "the partner reported the device noncompliant")),
         StateCause::PartnerVerdict(true) => {}
         StateCause::NoPolicy(t) => {
             if !eval.state.allows_access() {
@@ -396,10 +390,8 @@ fn compliance_reasons(eval: &Evaluation, reasons: &mut Vec<Reason>) {
                             p.grace_period_ends.unwrap_or_default()
                         ),
                     )),
-                    ComplianceState::Noncompliant => reasons.push(Reason::new(
-                        ReasonCode::Noncompliant,
-                        format!("fails policy {}: {list}", p.policy_name),
-                    )),
+                    ComplianceState::Noncompliant => reasons
+                        .push(Reason::new(ReasonCode::Noncompliant, format!("fails policy {}: {list}", p.policy_name))),
                     ComplianceState::Error | ComplianceState::Unknown | ComplianceState::Conflict => {
                         reasons.push(Reason::new(
                             ReasonCode::ComplianceError,

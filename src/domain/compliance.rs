@@ -196,9 +196,8 @@ pub fn noncompliant_since(state: &State, previous: Option<&Device>, device: &Dev
     if device.partner_verdict.is_some() {
         return None;
     }
-    let failing = applicable_policies(state, &device.user_id).any(|p| {
-        check_settings(&p.settings, device).iter().any(|s| s.state == ComplianceState::Noncompliant)
-    });
+    let failing = applicable_policies(state, &device.user_id)
+        .any(|p| check_settings(&p.settings, device).iter().any(|s| s.state == ComplianceState::Noncompliant));
     if !failing {
         return None;
     }
@@ -265,7 +264,12 @@ pub fn check_settings(s: &PolicySettings, d: &Device) -> Vec<SettingResult> {
     if s.system_integrity_protection_required == Some(true) {
         let actual = f.system_integrity_protection.filter(|s| *s != Sip::NotCollected);
         let ok = actual.map(|s| s == Sip::Enabled);
-        out.push(result("system_integrity_protection", "enabled".into(), actual.map(|s| format!("{s:?}").to_lowercase()), ok));
+        out.push(result(
+            "system_integrity_protection",
+            "enabled".into(),
+            actual.map(|s| format!("{s:?}").to_lowercase()),
+            ok,
+        ));
     }
     if s.storage_encryption_required == Some(true) {
         let ok = f.file_vault.map(|v| v == FileVault::AllEncrypted);
@@ -276,38 +280,78 @@ pub fn check_settings(s: &PolicySettings, d: &Device) -> Vec<SettingResult> {
     bool_setting(&mut out, "firewall_stealth_mode", s.firewall_stealth_mode, f.firewall_stealth_mode);
     if let Some(min) = s.gatekeeper_minimum {
         let ok = f.gatekeeper.map(|g| g >= min);
-        out.push(result("gatekeeper", format!("at least {}", gatekeeper_str(min)), f.gatekeeper.map(gatekeeper_str), ok));
+        out.push(result(
+            "gatekeeper",
+            format!("at least {}", gatekeeper_str(min)),
+            f.gatekeeper.map(gatekeeper_str),
+            ok,
+        ));
     }
     let p = &s.password;
     bool_setting(&mut out, "password_required", p.required, pw.required);
     bool_setting(&mut out, "password_block_simple", p.block_simple, pw.simple_blocked);
     if let Some(min) = p.min_length {
-        out.push(result("password_minimum_length", format!(">= {min}"), pw.min_length.map(|v| v.to_string()), pw.min_length.map(|v| v >= min)));
+        out.push(result(
+            "password_minimum_length",
+            format!(">= {min}"),
+            pw.min_length.map(|v| v.to_string()),
+            pw.min_length.map(|v| v >= min),
+        ));
     }
     if let Some(kind) = p.kind.filter(|k| *k != PasswordType::DeviceDefault) {
         let ok = pw.kind.map(|k| k == kind);
-        out.push(result("password_type", format!("{kind:?}").to_lowercase(), pw.kind.map(|k| format!("{k:?}").to_lowercase()), ok));
+        out.push(result(
+            "password_type",
+            format!("{kind:?}").to_lowercase(),
+            pw.kind.map(|k| format!("{k:?}").to_lowercase()),
+            ok,
+        ));
     }
     if let Some(min) = p.min_character_sets {
         let a = pw.min_character_sets;
-        out.push(result("password_minimum_character_sets", format!(">= {min}"), a.map(|v| v.to_string()), a.map(|v| v >= min)));
+        out.push(result(
+            "password_minimum_character_sets",
+            format!(">= {min}"),
+            a.map(|v| v.to_string()),
+            a.map(|v| v >= min),
+        ));
     }
     if let Some(max) = p.max_minutes_of_inactivity_before_lock {
         let a = pw.minutes_of_inactivity_before_lock;
-        out.push(result("password_minutes_of_inactivity_before_lock", format!("<= {max}"), a.map(|v| v.to_string()), a.map(|v| v <= max)));
+        out.push(result(
+            "password_minutes_of_inactivity_before_lock",
+            format!("<= {max}"),
+            a.map(|v| v.to_string()),
+            a.map(|v| v <= max),
+        ));
     }
     if let Some(max) = p.max_expiry_days {
         let a = pw.expiry_days;
         // A password that never expires (0) does not meet an expiry rule.
-        out.push(result("password_expiry_days", format!("<= {max}"), a.map(|v| v.to_string()), a.map(|v| v > 0 && v <= max)));
+        out.push(result(
+            "password_expiry_days",
+            format!("<= {max}"),
+            a.map(|v| v.to_string()),
+            a.map(|v| v > 0 && v <= max),
+        ));
     }
     if let Some(min) = p.min_previous_passwords_blocked {
         let a = pw.previous_passwords_blocked;
-        out.push(result("password_previous_passwords_blocked", format!(">= {min}"), a.map(|v| v.to_string()), a.map(|v| v >= min)));
+        out.push(result(
+            "password_previous_passwords_blocked",
+            format!(">= {min}"),
+            a.map(|v| v.to_string()),
+            a.map(|v| v >= min),
+        ));
     }
     if let Some(max) = s.max_threat_level {
         let a = f.threat_level;
-        out.push(result("device_threat_level", format!("at most {}", format!("{max:?}").to_lowercase()), a.map(|t| format!("{t:?}").to_lowercase()), a.map(|t| t <= max)));
+        out.push(result(
+            "device_threat_level",
+            format!("at most {}", format!("{max:?}").to_lowercase()),
+            a.map(|t| format!("{t:?}").to_lowercase()),
+            a.map(|t| t <= max),
+        ));
     }
     out
 }

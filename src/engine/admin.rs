@@ -107,7 +107,10 @@ impl Engine {
             if partner_version < minimum_partner_version() {
                 return Err(Error::invalid(
                     "partner_version",
-                    format!("{partner_version} is older than {}, the oldest supported partner version", minimum_partner_version()),
+                    format!(
+                        "{partner_version} is older than {}, the oldest supported partner version",
+                        minimum_partner_version()
+                    ),
                 ));
             }
             check_user_groups(state, "", &targets)?;
@@ -169,20 +172,19 @@ impl Engine {
             let mut changes = Vec::new();
             changes.extend(users.into_iter().filter(|u| state.user(&u.id) != Some(u)).map(Change::PutUser));
             changes.extend(groups.into_iter().filter(|g| state.group(&g.id) != Some(g)).map(Change::PutGroup));
-            changes.extend(
-                removed_user_ids.into_iter().filter(|id| state.user(id).is_some()).map(Change::DeleteUser),
-            );
-            changes.extend(
-                removed_group_ids.into_iter().filter(|id| state.group(id).is_some()).map(Change::DeleteGroup),
-            );
+            changes.extend(removed_user_ids.into_iter().filter(|id| state.user(id).is_some()).map(Change::DeleteUser));
+            changes
+                .extend(removed_group_ids.into_iter().filter(|id| state.group(id).is_some()).map(Change::DeleteGroup));
             Ok(changes)
         })
         .await
     }
 
     pub async fn update_settings(&self, settings: TenantSettings) -> Result<u64> {
-        self.write(|state, _| Ok(if *state.settings() == settings { vec![] } else { vec![Change::PutSettings(settings)] }))
-            .await
+        self.write(|state, _| {
+            Ok(if *state.settings() == settings { vec![] } else { vec![Change::PutSettings(settings)] })
+        })
+        .await
     }
 }
 

@@ -18,7 +18,9 @@ const MAX_FUTURE_SECS: i64 = 300;
 #[derive(Debug)]
 pub enum ItemOutcome {
     /// Stored; `changed` is false when it repeated what was already stored.
-    Accepted { changed: bool },
+    Accepted {
+        changed: bool,
+    },
     Rejected(Error),
 }
 

@@ -10,9 +10,9 @@ use crate::proto::{self as pb, admin_service_server::AdminService};
 
 impl Handlers {
     fn policy_response(&self, policy_id: &str) -> Result<pb::PolicyResponse, Error> {
-        let (policy, revision) = self.engine.read(|state, _| {
-            state.policy(policy_id).map(|p| convert::policy_out(p, state.assignment(policy_id)))
-        });
+        let (policy, revision) = self
+            .engine
+            .read(|state, _| state.policy(policy_id).map(|p| convert::policy_out(p, state.assignment(policy_id))));
         let policy = policy.ok_or_else(|| Error::NotFound(format!("no policy {policy_id}")))?;
         Ok(pb::PolicyResponse { policy: Some(policy), revision })
     }
@@ -38,14 +38,20 @@ fn written(mut resp: pb::PolicyResponse, revision: u64) -> Response<pb::PolicyRe
 
 #[tonic::async_trait]
 impl AdminService for Handlers {
-    async fn create_policy(&self, req: Request<pb::CreatePolicyRequest>) -> Result<Response<pb::PolicyResponse>, Status> {
+    async fn create_policy(
+        &self,
+        req: Request<pb::CreatePolicyRequest>,
+    ) -> Result<Response<pb::PolicyResponse>, Status> {
         let policy = convert::policy("policy", req.get_ref().policy.as_ref())?;
         let policy_id = policy.id.clone();
         let revision = self.engine.create_policy(policy).await?;
         Ok(written(self.policy_response(&policy_id)?, revision))
     }
 
-    async fn update_policy(&self, req: Request<pb::UpdatePolicyRequest>) -> Result<Response<pb::PolicyResponse>, Status> {
+    async fn update_policy(
+        &self,
+        req: Request<pb::UpdatePolicyRequest>,
+    ) -> Result<Response<pb::PolicyResponse>, Status> {
         let policy = convert::policy("policy", req.get_ref().policy.as_ref())?;
         let policy_id = policy.id.clone();
         let revision = self.engine.update_policy(policy).await?;
@@ -61,13 +67,16 @@ impl AdminService for Handlers {
         &self,
         _req: Request<pb::ListPoliciesRequest>,
     ) -> Result<Response<pb::ListPoliciesResponse>, Status> {
-        let (policies, revision) = self.engine.read(|state, _| {
-            state.policies().map(|p| convert::policy_out(p, state.assignment(&p.id))).collect()
-        });
+        let (policies, revision) = self
+            .engine
+            .read(|state, _| state.policies().map(|p| convert::policy_out(p, state.assignment(&p.id))).collect());
         Ok(Response::new(pb::ListPoliciesResponse { policies, revision }))
     }
 
-    async fn delete_policy(&self, req: Request<pb::DeletePolicyRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+    async fn delete_policy(
+        &self,
+        req: Request<pb::DeletePolicyRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
         let policy_id = id("policy_id", &req.get_ref().policy_id)?;
         let revision = self.engine.delete_policy(&policy_id).await?;
         Ok(Response::new(pb::WriteResponse { revision }))
@@ -125,18 +134,33 @@ impl AdminService for Handlers {
         Ok(Response::new(self.connector_response(None)))
     }
 
-    async fn sync_directory(&self, req: Request<pb::SyncDirectoryRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+    async fn sync_directory(
+        &self,
+        req: Request<pb::SyncDirectoryRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
         let r = req.into_inner();
-        let users = r.users.iter().enumerate().map(|(i, u)| convert::user(&format!("users[{i}]"), u)).collect::<Result<_, _>>()?;
-        let groups =
-            r.groups.iter().enumerate().map(|(i, g)| convert::group(&format!("groups[{i}]"), g)).collect::<Result<_, _>>()?;
+        let users = r
+            .users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| convert::user(&format!("users[{i}]"), u))
+            .collect::<Result<_, _>>()?;
+        let groups = r
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| convert::group(&format!("groups[{i}]"), g))
+            .collect::<Result<_, _>>()?;
         let removed_users = ids("removed_user_ids", &r.removed_user_ids, usize::MAX)?;
         let removed_groups = ids("removed_group_ids", &r.removed_group_ids, usize::MAX)?;
         let revision = self.engine.sync_directory(users, groups, removed_users, removed_groups).await?;
         Ok(Response::new(pb::WriteResponse { revision }))
     }
 
-    async fn get_settings(&self, _req: Request<pb::GetSettingsRequest>) -> Result<Response<pb::SettingsResponse>, Status> {
+    async fn get_settings(
+        &self,
+        _req: Request<pb::GetSettingsRequest>,
+    ) -> Result<Response<pb::SettingsResponse>, Status> {
         Ok(Response::new(self.settings_response(None)))
     }
 

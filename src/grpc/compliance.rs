@@ -11,7 +11,10 @@ use crate::proto::{self as pb, compliance_service_server::ComplianceService};
 
 #[tonic::async_trait]
 impl ComplianceService for Handlers {
-    async fn check_access(&self, req: Request<pb::CheckAccessRequest>) -> Result<Response<pb::CheckAccessResponse>, Status> {
+    async fn check_access(
+        &self,
+        req: Request<pb::CheckAccessRequest>,
+    ) -> Result<Response<pb::CheckAccessResponse>, Status> {
         let r = req.get_ref();
         let user_id = id("user_id", &r.user_id)?;
         let device_id = id("device_id", &r.device_id)?;

@@ -102,7 +102,9 @@ fn password_type(field: &str, v: i32) -> Result<Option<m::PasswordType>> {
 pub fn device_report(at: &str, r: &pb::DeviceReport) -> Result<m::Device> {
     let f = |name: &str| format!("{at}{name}");
     let registration = match known::<pb::Registration>(&f("registration"), r.registration)? {
-        pb::Registration::Unspecified => return Err(Error::invalid(f("registration"), "is required (PARTNER or DIRECT)")),
+        pb::Registration::Unspecified => {
+            return Err(Error::invalid(f("registration"), "is required (PARTNER or DIRECT)"));
+        }
         pb::Registration::Partner => m::Registration::Partner,
         pb::Registration::Direct => m::Registration::Direct,
     };
@@ -111,7 +113,10 @@ pub fn device_report(at: &str, r: &pb::DeviceReport) -> Result<m::Device> {
     }
     let pw = r.password.clone().unwrap_or_default();
     let facts = m::SecurityFacts {
-        system_integrity_protection: match known::<pb::SipState>(&f("system_integrity_protection"), r.system_integrity_protection)? {
+        system_integrity_protection: match known::<pb::SipState>(
+            &f("system_integrity_protection"),
+            r.system_integrity_protection,
+        )? {
             pb::SipState::Unspecified => None,
             pb::SipState::Enabled => Some(m::Sip::Enabled),
             pb::SipState::Disabled => Some(m::Sip::Disabled),
@@ -128,7 +133,9 @@ pub fn device_report(at: &str, r: &pb::DeviceReport) -> Result<m::Device> {
         gatekeeper: match known::<pb::GatekeeperState>(&f("gatekeeper"), r.gatekeeper)? {
             pb::GatekeeperState::Unspecified => None,
             pb::GatekeeperState::Disabled => Some(m::Gatekeeper::Disabled),
-            pb::GatekeeperState::AppStoreAndIdentifiedDevelopers => Some(m::Gatekeeper::AppStoreAndIdentifiedDevelopers),
+            pb::GatekeeperState::AppStoreAndIdentifiedDevelopers => {
+                Some(m::Gatekeeper::AppStoreAndIdentifiedDevelopers)
+            }
             pb::GatekeeperState::AppStore => Some(m::Gatekeeper::AppStore),
         },
         firewall_enabled: r.firewall_enabled,
@@ -338,7 +345,12 @@ pub fn group(at: &str, g: &pb::Group) -> Result<m::Group> {
     let mut members = ids(&format!("{at}.member_ids"), &g.member_ids, 1_000_000)?;
     members.sort();
     members.dedup();
-    Ok(m::Group { id: id(&format!("{at}.id"), &g.id)?, name: text(&format!("{at}.name"), &g.name, 256)?, kind, members })
+    Ok(m::Group {
+        id: id(&format!("{at}.id"), &g.id)?,
+        name: text(&format!("{at}.name"), &g.name, 256)?,
+        kind,
+        members,
+    })
 }
 
 pub fn connector_out(c: &m::Connector, last_heartbeat: Option<Timestamp>, now: Timestamp) -> pb::Connector {

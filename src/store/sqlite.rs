@@ -161,11 +161,12 @@ impl Store for SqliteStore {
     }
 
     async fn changes_since(&self, after: u64, limit: u32) -> Result<Vec<(u64, Vec<Change>)>> {
-        let rows = sqlx::query("SELECT revision, changes FROM change_log WHERE revision > $1 ORDER BY revision LIMIT $2")
-            .bind(after as i64)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT revision, changes FROM change_log WHERE revision > $1 ORDER BY revision LIMIT $2")
+                .bind(after as i64)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
             .map(|r| {
                 let revision: i64 = r.try_get(0)?;
