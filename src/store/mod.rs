@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use crate::domain::{Change, State};
 use crate::error::{Error, Result};
 
+pub mod memory;
 pub mod sqlite;
 
 /// Everything the store holds, as of one revision.
@@ -77,8 +78,11 @@ pub(crate) fn row(change: &Change) -> Result<Row<'_>> {
     })
 }
 
-/// Opens the store a URL names: `sqlite://PATH` (or a plain directory for the embedded default).
+/// Opens the store a URL names: `sqlite://PATH` (the embedded default) or `memory://`.
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
+    if url == "memory://" {
+        return Ok(std::sync::Arc::new(memory::MemoryStore::default()));
+    }
     if let Some(path) = url.strip_prefix("sqlite://") {
         return Ok(std::sync::Arc::new(sqlite::SqliteStore::open(std::path::Path::new(path)).await?));
     }

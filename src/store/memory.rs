@@ -1,0 +1,43 @@
+//! A store that keeps the change log in memory: nothing survives the process. For tests,
+//! simulations and benchmarks that must not measure a disk.
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+
+use super::{Snapshot, Store};
+use crate::domain::{Change, State};
+use crate::error::Result;
+
+#[derive(Default)]
+pub struct MemoryStore {
+    log: Mutex<Vec<Vec<Change>>>,
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn load(&self) -> Result<Snapshot> {
+        let log = self.log.lock();
+        let mut state = State::default();
+        for change in log.iter().flatten() {
+            state.apply(change.clone());
+        }
+        Ok(Snapshot { state, revision: log.len() as u64 })
+    }
+
+    async fn commit(&self, changes: &[Change], _committed_at: i64) -> Result<u64> {
+        let mut log = self.log.lock();
+        log.push(changes.to_vec());
+        Ok(log.len() as u64)
+    }
+
+    async fn changes_since(&self, after: u64, limit: u32) -> Result<Vec<(u64, Vec<Change>)>> {
+        let log = self.log.lock();
+        Ok(log
+            .iter()
+            .enumerate()
+            .skip(after as usize)
+            .take(limit as usize)
+            .map(|(i, c)| (i as u64 + 1, c.clone()))
+            .collect())
+    }
+}
