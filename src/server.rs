@@ -5,8 +5,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::auth::{self, Credentials, Role};
@@ -88,6 +88,8 @@ pub async fn serve_engine(
     let admin = AdminServiceServer::with_interceptor(handlers, auth::require(creds, "AdminService", &[Role::Admin]));
 
     let addr = listener.local_addr()?;
+    // Without TCP_NODELAY, pipelined responses wait on delayed ACKs (40 ms each).
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tracing::info!(%addr, revision = engine.revision(), "posture serving");
     let drain = async move {
         shutdown.await;
@@ -104,7 +106,7 @@ pub async fn serve_engine(
         .add_service(targeting)
         .add_service(inventory)
         .add_service(admin)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain)
+        .serve_with_incoming_shutdown(incoming, drain)
         .await?;
     tracing::info!("posture stopped");
     Ok(())

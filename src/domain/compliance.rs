@@ -150,7 +150,12 @@ pub fn evaluate(state: &State, device: &Device, now: Timestamp) -> Evaluation {
                 let ends = since.plus_hours(i64::from(p.grace_period_hours));
                 result.grace_period_ends = Some(ends);
                 if now < ends {
-                    result.state = ComplianceState::InGracePeriod;
+                    // Grace covers the failing settings only: an unreported (error) setting
+                    // still denies, as it would if no setting failed.
+                    let others =
+                        result.settings.iter().map(|s| s.state).filter(|s| *s != ComplianceState::Noncompliant);
+                    result.state =
+                        others.max().unwrap_or(ComplianceState::Compliant).max(ComplianceState::InGracePeriod);
                     next_change = min_opt(next_change, Some(ends));
                     grace_period_ends = min_opt(grace_period_ends, Some(ends));
                 }

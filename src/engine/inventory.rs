@@ -62,8 +62,8 @@ impl Engine {
                 }
                 // Later items of the batch see earlier ones, so a repeated device is idempotent too.
                 let mut batch: HashMap<String, Device> = HashMap::new();
-                for (id, item) in items {
-                    let outcome = match item.and_then(|d| check_times(d, now)) {
+                for (index, (id, item)) in items.into_iter().enumerate() {
+                    let outcome = match item.and_then(|d| check_times(d, now, index)) {
                         Err(e) => ItemOutcome::Rejected(e),
                         Ok(mut device) => {
                             let previous = batch.get(&device.id).or_else(|| state.device(&device.id));
@@ -93,7 +93,9 @@ impl Engine {
     }
 }
 
-fn check_times(device: Device, now: Timestamp) -> Result<Device> {
+/// Refuses timestamps ahead of `now` (beyond the tolerated skew), naming the field as the
+/// edge does: `devices[<index>].<field>`.
+fn check_times(device: Device, now: Timestamp, index: usize) -> Result<Device> {
     let limit = now.plus_secs(MAX_FUTURE_SECS);
     let stamps = [
         ("last_check_in", Some(device.last_check_in)),
@@ -103,7 +105,10 @@ fn check_times(device: Device, now: Timestamp) -> Result<Device> {
     ];
     for (field, t) in stamps {
         if t.is_some_and(|t| t > limit) {
-            return Err(Error::invalid(field, "is in the future; check the partner's clock"));
+            return Err(Error::invalid(
+                format!("devices[{index}].{field}"),
+                "is in the future; check the partner's clock",
+            ));
         }
     }
     Ok(device)

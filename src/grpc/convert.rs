@@ -111,7 +111,7 @@ pub fn device_report(at: &str, r: &pb::DeviceReport) -> Result<m::Device> {
     if r.os_version.is_empty() {
         return Err(Error::invalid(f("os_version"), "is required, e.g. 14.2.1"));
     }
-    let pw = r.password.clone().unwrap_or_default();
+    let pw = r.password.unwrap_or_default();
     let facts = m::SecurityFacts {
         system_integrity_protection: match known::<pb::SipState>(
             &f("system_integrity_protection"),
@@ -200,7 +200,7 @@ pub fn policy(at: &str, p: Option<&pb::Policy>) -> Result<m::Policy> {
         return Err(Error::invalid(f("name"), "is required"));
     }
     let s = p.settings.clone().unwrap_or_default();
-    let pw = s.password.clone().unwrap_or_default();
+    let pw = s.password.unwrap_or_default();
     let sf = |name: &str| format!("{at}.settings.{name}");
     let settings = m::PolicySettings {
         os_minimum_version: opt_version(&sf("os_minimum_version"), &s.os_minimum_version)?,

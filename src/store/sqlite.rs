@@ -49,7 +49,10 @@ async fn migrate(pool: &SqlitePool) -> Result<()> {
             .await?;
         if done.is_none() {
             let mut tx = pool.begin().await?;
-            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            // Through `Executor::execute` (SQLite runs every statement of the script), not
+            // `raw_sql(sql).execute(&mut *tx)`: that future is not provably `Send` (a rustc
+            // higher-ranked lifetime limitation), which made `server::serve` impossible to spawn.
+            tx.execute(*sql).await?;
             sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)").bind(version).execute(&mut *tx).await?;
             tx.commit().await?;
         }
