@@ -35,10 +35,14 @@ fn cache_hit(c: &mut Criterion) {
         (1..10_000).find(|i| engine.check_access_uncached(&synthetic::user_id(*i), &synthetic::device_id(*i)).allow);
     let i = i.expect("an allowed Mac");
     let (user, device) = (synthetic::user_id(i), synthetic::device_id(i));
-    let (warm, _) = engine.check_access(&user, &device);
+    let (warm, _) = engine.check_access(&device);
+    let warm = posture::domain::access::for_user(&warm, &user);
     assert!(warm.allow, "the benchmark Mac must be allowed: {warm:?}");
     c.bench_function("check_access/cache_hit", |b| {
-        b.iter(|| engine.check_access(black_box(&user), black_box(&device)))
+        b.iter(|| {
+            let (d, revision) = engine.check_access(black_box(&device));
+            (access::other_user_reason(&d, black_box(&user)), d.allow, revision)
+        })
     });
     // And a denied one: its answer carries a reason per failing policy.
     let j =
@@ -46,7 +50,10 @@ fn cache_hit(c: &mut Criterion) {
     let j = j.expect("a denied Mac");
     let (user, device) = (synthetic::user_id(j), synthetic::device_id(j));
     c.bench_function("check_access/cache_hit_denied", |b| {
-        b.iter(|| engine.check_access(black_box(&user), black_box(&device)))
+        b.iter(|| {
+            let (d, revision) = engine.check_access(black_box(&device));
+            (access::other_user_reason(&d, black_box(&user)), d.allow, revision)
+        })
     });
 }
 
@@ -60,7 +67,7 @@ fn full_evaluation(c: &mut Criterion) {
     let d = access::decide(&state, &device, now);
     assert!(d.allow, "{d:?}");
     let mac = state.device(&device).expect("device");
-    let eval = compliance::evaluate(&state, mac, now);
+    let eval = compliance::evaluate(&state, mac, now, compliance::Detail::Failing);
     assert_eq!(eval.policies.len(), 10);
     c.bench_function("evaluate/10_policies_all_settings", |b| {
         b.iter(|| access::decide(black_box(&state), black_box(&device), now))
@@ -81,10 +88,11 @@ fn resolve_enrollment(c: &mut Criterion) {
     });
     let include: Vec<String> = (0..1_000).map(|g| synthetic::group_id(g * 97)).collect();
     let exclude: Vec<String> = (0..100).map(|g| synthetic::group_id(g * 89 + 13)).collect();
+    let targets = targeting::Targets::new(&include, &exclude);
     let user = synthetic::user_id(42);
     assert!(state.groups_of(&user).len() >= 45);
     c.bench_function("targeting/resolve_50_of_100k_groups", |b| {
-        b.iter(|| targeting::resolve(black_box(&state), black_box(&user), &include, &exclude))
+        b.iter(|| targeting::resolve(black_box(&state), black_box(&user), &targets))
     });
 }
 

@@ -17,7 +17,7 @@ use crate::domain::{Timestamp, Touched};
 
 #[derive(Clone)]
 pub struct DecisionCache {
-    inner: Cache<String, Arc<DeviceDecision>>,
+    inner: Cache<String, Arc<DeviceDecision>, foldhash::fast::RandomState>,
 }
 
 struct UntilTimeChangesIt;
@@ -32,7 +32,8 @@ impl moka::Expiry<String, Arc<DeviceDecision>> for UntilTimeChangesIt {
 
 impl DecisionCache {
     pub fn new(capacity: u64) -> Self {
-        DecisionCache { inner: Cache::builder().max_capacity(capacity).expire_after(UntilTimeChangesIt).build() }
+        let builder = Cache::builder().max_capacity(capacity).expire_after(UntilTimeChangesIt);
+        DecisionCache { inner: builder.build_with_hasher(foldhash::fast::RandomState::default()) }
     }
 
     /// The cached decision for `device_id` if it still holds at `now`; otherwise computes it

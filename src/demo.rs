@@ -62,7 +62,7 @@ pub fn healthy_mac(id: &str, user_id: &str, serial: &str, now: Timestamp) -> Dev
             threat_level: None,
         },
         partner_verdict: None,
-        noncompliant_since: None,
+        failing_since: Default::default(),
     }
 }
 

@@ -31,9 +31,9 @@ async fn a_healthy_partner_mac_is_allowed_as_compliant() {
     assert_decision(&r, D::Allow, S::Compliant, &["COMPLIANT"]);
     assert_eq!(r.reasons[0].message, "the device meets every policy that applies");
     assert!(r.revision >= written, "decision at {} is before the write at {written}", r.revision);
-    // The token renewal (an hour ago) goes stale first: 24 hours after it.
+    // The token renewal (an hour ago) goes stale first: over 24 hours after it.
     let renewal = ada.last_token_renewal.unwrap().seconds;
-    assert_eq!(r.valid_until, Some(prost_types::Timestamp { seconds: renewal + DAY, nanos: 0 }));
+    assert_eq!(r.valid_until, Some(prost_types::Timestamp { seconds: renewal + DAY + 1, nanos: 0 }));
     // Asked again, the cached answer is the same.
     assert_eq!(server.check("ada", "mac-ada").await, r);
     server.stop().await;
@@ -87,7 +87,8 @@ async fn a_device_registered_to_another_user_is_denied() {
     let (server, _) = server_with(vec![mac("mac-ada", "ada", "C02ADA0001")]).await;
     let r = server.check("bob", "mac-ada").await;
     // The device itself is compliant; the caller is not its user.
-    assert_decision(&r, D::Deny, S::Compliant, &["DEVICE_REGISTERED_TO_ANOTHER_USER", "COMPLIANT"]);
+    // Only deny reasons follow the mismatch: no COMPLIANT in a denial.
+    assert_decision(&r, D::Deny, S::Compliant, &["DEVICE_REGISTERED_TO_ANOTHER_USER"]);
     assert_eq!(r.reasons[0].message, "device mac-ada is registered to another user, not to bob");
     // Its own user is still let in (the cached device decision is not changed by the other caller).
     assert_decision(&server.check("ada", "mac-ada").await, D::Allow, S::Compliant, &["COMPLIANT"]);
@@ -100,7 +101,8 @@ async fn a_mac_that_has_not_checked_in_for_25_hours_is_unresponsive() {
     dan.last_check_in = Some(ago(25 * HOUR));
     let (server, _) = server_with(vec![dan]).await;
     let r = server.check("dan", "mac-dan").await;
-    assert_decision(&r, D::Deny, S::Compliant, &["UNRESPONSIVE"]);
+    // Old data is not compliant data (rule 5): the state is UNKNOWN.
+    assert_decision(&r, D::Deny, S::Unknown, &["UNRESPONSIVE"]);
     assert!(r.reasons[0].message.starts_with("no check-in with the partner since "), "{:?}", r.reasons);
     server.stop().await;
 }
@@ -110,7 +112,7 @@ async fn a_mac_whose_token_was_not_renewed_for_25_hours_is_denied_token_stale() 
     let mut bob = mac("mac-bob", "bob", "C02BOB0001");
     bob.last_token_renewal = Some(ago(25 * HOUR));
     let (server, _) = server_with(vec![bob]).await;
-    assert_decision(&server.check("bob", "mac-bob").await, D::Deny, S::Compliant, &["TOKEN_STALE"]);
+    assert_decision(&server.check("bob", "mac-bob").await, D::Deny, S::Unknown, &["TOKEN_STALE"]);
     server.stop().await;
 }
 

@@ -1,16 +1,15 @@
 //! The access decision: may this user on this device get in? Every gate adds its own reason;
 //! any deny reason denies. Time enters as `now`, and the decision says until when it holds.
 
-use super::compliance::{self, ComplianceState, Evaluation, StateCause};
-use super::model::{ConnectorState, Device, Registration, Timestamp};
+use std::borrow::Cow;
+
+use super::compliance::{self, ComplianceState, Detail, Evaluation, Freshness, StateCause};
+use super::model::{ConnectorState, Device, NoPolicyTreatment, Registration, Timestamp};
 use super::state::State;
 use super::targeting::{self, EnrollmentTarget};
 use super::version::OsVersion;
 
-/// The partner expects a check-in every 15 minutes; none for 24 hours is unresponsive.
-pub const UNRESPONSIVE_AFTER_SECS: i64 = 24 * Timestamp::HOUR;
-/// The directory token is renewed every 12 hours; not renewed for 24 is unresponsive.
-pub const TOKEN_STALE_AFTER_SECS: i64 = 24 * Timestamp::HOUR;
+pub use super::compliance::{TOKEN_STALE_AFTER_SECS, UNRESPONSIVE_AFTER_SECS};
 /// A refresh token is issued every 7 days; once it lapses the user must sign in again.
 pub const REFRESH_TOKEN_LIFETIME_SECS: i64 = 7 * Timestamp::DAY;
 /// Macs of a terminated connector are removed 90 days after termination.
@@ -113,11 +112,11 @@ impl ReasonCode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reason {
     pub code: ReasonCode,
-    pub message: String,
+    pub message: Cow<'static, str>,
 }
 
 impl Reason {
-    fn new(code: ReasonCode, message: impl Into<String>) -> Self {
+    fn new(code: ReasonCode, message: impl Into<Cow<'static, str>>) -> Self {
         Reason { code, message: message.into() }
     }
 }
@@ -145,27 +144,31 @@ pub struct AccessDecision {
     pub valid_until: Option<Timestamp>,
 }
 
-/// Applies the caller's identity to a device decision.
+/// The extra reason a caller who is not the device's primary user is denied with.
+pub fn other_user_reason(decision: &DeviceDecision, user_id: &str) -> Option<Reason> {
+    let primary = decision.primary_user_id.as_deref()?;
+    (primary != user_id).then(|| {
+        Reason::new(
+            ReasonCode::DeviceRegisteredToAnotherUser,
+            format!("device {} is registered to another user, not to {user_id}", decision.device_id),
+        )
+    })
+}
+
+/// Applies the caller's identity to a device decision: another user is denied, with the
+/// device's own deny reasons after the mismatch.
 pub fn for_user(decision: &DeviceDecision, user_id: &str) -> AccessDecision {
-    let mut d = AccessDecision {
-        allow: decision.allow,
+    let other = other_user_reason(decision, user_id);
+    let denied = other.is_some();
+    AccessDecision {
+        allow: decision.allow && !denied,
         state: decision.state,
-        reasons: decision.reasons.clone(),
+        reasons: other
+            .into_iter()
+            .chain(decision.reasons.iter().filter(|r| !denied || r.code.denies()).cloned())
+            .collect(),
         valid_until: decision.valid_until,
-    };
-    if let Some(primary) = &decision.primary_user_id
-        && primary != user_id
-    {
-        d.allow = false;
-        d.reasons.insert(
-            0,
-            Reason::new(
-                ReasonCode::DeviceRegisteredToAnotherUser,
-                format!("device {} is registered to another user, not to {user_id}", decision.device_id),
-            ),
-        );
     }
-    d
 }
 
 /// Decides access to `device_id` for its primary user at `now`.
@@ -183,7 +186,7 @@ pub fn decide(state: &State, device_id: &str, now: Timestamp) -> DeviceDecision 
             valid_until: None,
         };
     };
-    let eval = compliance::evaluate(state, device, now);
+    let eval = compliance::evaluate(state, device, now, Detail::Failing);
     decide_evaluated(state, device, &eval, now)
 }
 
@@ -259,8 +262,7 @@ pub fn decide_evaluated(state: &State, device: &Device, eval: &Evaluation, now: 
             "the Mac was registered directly, not through the partner's Self Service flow".into(),
         );
     }
-    let enrollment = targeting::resolve_saved(state, &device.user_id);
-    match enrollment.target {
+    match targeting::target(state, &device.user_id, state.connector_targets()) {
         EnrollmentTarget::Partner => {}
         EnrollmentTarget::Direct => deny(
             &mut reasons,
@@ -268,7 +270,7 @@ pub fn decide_evaluated(state: &State, device: &Device, eval: &Evaluation, now: 
             format!(
                 "user {} is excluded from partner enrollment by group {}; the Mac must enroll directly",
                 device.user_id,
-                enrollment.exclude_group_ids.join(", ")
+                targeting::resolve_saved(state, &device.user_id).exclude_group_ids.join(", ")
             ),
         ),
         EnrollmentTarget::NotTargeted => deny(
@@ -290,25 +292,20 @@ pub fn decide_evaluated(state: &State, device: &Device, eval: &Evaluation, now: 
     }
 
     // Freshness (rule 5): never compliant on old data.
-    let unresponsive_at = device.last_check_in.plus_secs(UNRESPONSIVE_AFTER_SECS);
-    if now >= unresponsive_at {
+    let Freshness { unresponsive, token_stale, .. } = eval.freshness;
+    if unresponsive {
         deny(
             &mut reasons,
             ReasonCode::Unresponsive,
-            format!("no check-in with the partner since {} (over 24 hours)", device.last_check_in),
+            format!("no check-in with the partner since {} (24 hours or more)", device.last_check_in),
         );
-    } else {
-        until(unresponsive_at);
     }
-    let token_stale_at = device.last_token_renewal.plus_secs(TOKEN_STALE_AFTER_SECS);
-    if now >= token_stale_at {
+    if token_stale {
         deny(
             &mut reasons,
             ReasonCode::TokenStale,
-            format!("the directory token was last renewed at {} (over 24 hours)", device.last_token_renewal),
+            format!("the directory token was last renewed at {} (over 24 hours ago)", device.last_token_renewal),
         );
-    } else {
-        until(token_stale_at);
     }
     if let Some(issued) = device.refresh_token_issued {
         let lapses = issued.plus_secs(REFRESH_TOKEN_LIFETIME_SECS);
@@ -365,7 +362,7 @@ fn compliance_reasons(eval: &Evaluation, reasons: &mut Vec<Reason>) {
             .push(Reason::new(ReasonCode::PartnerVerdictNoncompliant, "the partner reported the device noncompliant")),
         StateCause::PartnerVerdict(true) => {}
         StateCause::NoPolicy(t) => {
-            if !eval.state.allows_access() {
+            if t == NoPolicyTreatment::Noncompliant {
                 reasons.push(Reason::new(
                     ReasonCode::NoPolicy,
                     format!("no compliance policy applies and the tenant counts such devices as {t:?}").to_lowercase(),
@@ -386,16 +383,16 @@ fn compliance_reasons(eval: &Evaluation, reasons: &mut Vec<Reason>) {
                         ReasonCode::InGracePeriod,
                         format!(
                             "fails policy {} but its grace period ends at {}: {list}",
-                            p.policy_name,
+                            p.policy.name,
                             p.grace_period_ends.unwrap_or_default()
                         ),
                     )),
                     ComplianceState::Noncompliant => reasons
-                        .push(Reason::new(ReasonCode::Noncompliant, format!("fails policy {}: {list}", p.policy_name))),
+                        .push(Reason::new(ReasonCode::Noncompliant, format!("fails policy {}: {list}", p.policy.name))),
                     ComplianceState::Error | ComplianceState::Unknown | ComplianceState::Conflict => {
                         reasons.push(Reason::new(
                             ReasonCode::ComplianceError,
-                            format!("policy {} cannot be evaluated: {list}", p.policy_name),
+                            format!("policy {} cannot be evaluated: {list}", p.policy.name),
                         ))
                     }
                     _ => {}

@@ -1,10 +1,17 @@
 //! Compliance evaluation: every policy that applies to a device's user, every configured
-//! setting, the most severe result wins, grace periods and the validity period.
+//! setting, the most severe result wins, grace periods, freshness and the validity period.
+
+use std::collections::BTreeMap;
 
 use super::model::{
-    Device, FileVault, GroupKind, NoPolicyTreatment, PasswordType, Policy, PolicySettings, Sip, Timestamp,
+    Device, FileVault, Gatekeeper, GroupKind, NoPolicyTreatment, PasswordType, Policy, PolicySettings, Sip, Timestamp,
 };
 use super::state::State;
+
+/// The partner expects a check-in every 15 minutes; none for 24 hours is unresponsive.
+pub const UNRESPONSIVE_AFTER_SECS: i64 = 24 * Timestamp::HOUR;
+/// The directory token is renewed every 12 hours; not renewed for over 24 is unresponsive.
+pub const TOKEN_STALE_AFTER_SECS: i64 = 24 * Timestamp::HOUR;
 
 /// Result of one setting or policy, and the device's overall state. Ordered by severity:
 /// with several results, the most severe (the greatest) wins.
@@ -16,6 +23,7 @@ pub enum ComplianceState {
     Remediated,
     /// Noncompliant, but the policy's grace period has not ended: still allowed in.
     InGracePeriod,
+    /// Cannot be known now, e.g. the device stopped checking in: never compliant on old data.
     Unknown,
     Conflict,
     Error,
@@ -25,19 +33,6 @@ pub enum ComplianceState {
 impl ComplianceState {
     pub fn allows_access(self) -> bool {
         matches!(self, ComplianceState::Compliant | ComplianceState::Remediated | ComplianceState::InGracePeriod)
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ComplianceState::NotAssigned => "not assigned",
-            ComplianceState::NotApplicable => "not applicable",
-            ComplianceState::Compliant => "compliant",
-            ComplianceState::Remediated => "remediated",
-            ComplianceState::InGracePeriod => "in grace period",
-            ComplianceState::Unknown => "unknown",
-            ComplianceState::Conflict => "conflict",
-            ComplianceState::Error => "error",
-            ComplianceState::Noncompliant => "noncompliant",
-        }
     }
 }
 
@@ -52,13 +47,20 @@ pub struct SettingResult {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicyResult {
-    pub policy_id: String,
-    pub policy_name: String,
+pub struct PolicyResult<'a> {
+    pub policy: &'a Policy,
     pub state: ComplianceState,
+    /// Every configured setting with [`Detail::All`]; the failing ones with [`Detail::Failing`].
     pub settings: Vec<SettingResult>,
     /// Set when the policy fails: when its grace period ends (ended, if in the past).
     pub grace_period_ends: Option<Timestamp>,
+}
+
+/// How many setting results to spell out: deciding needs only the failing ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    Failing,
+    All,
 }
 
 /// Why a device's compliance state is what it is, beyond its policy results.
@@ -74,15 +76,40 @@ pub enum StateCause {
     ValidityExpired { reported_at: Timestamp, valid_until: Timestamp },
 }
 
+/// Whether the device's data is fresh (DOMAIN rule 5), and until when that holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    /// No check-in for 24 hours.
+    pub unresponsive: bool,
+    /// Directory token not renewed for over 24 hours.
+    pub token_stale: bool,
+    /// The next instant at which either changes.
+    pub next_change: Option<Timestamp>,
+}
+
+impl Freshness {
+    pub fn of(device: &Device, now: Timestamp) -> Freshness {
+        let unresponsive_at = device.last_check_in.plus_secs(UNRESPONSIVE_AFTER_SECS);
+        let stale_at = device.last_token_renewal.plus_secs(TOKEN_STALE_AFTER_SECS + 1);
+        let next = [unresponsive_at, stale_at].into_iter().filter(|t| *t > now).min();
+        Freshness { unresponsive: now >= unresponsive_at, token_stale: now >= stale_at, next_change: next }
+    }
+    pub fn fresh(&self) -> bool {
+        !self.unresponsive && !self.token_stale
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Evaluation {
+pub struct Evaluation<'a> {
     pub state: ComplianceState,
     pub cause: StateCause,
-    pub policies: Vec<PolicyResult>,
+    pub freshness: Freshness,
+    pub policies: Vec<PolicyResult<'a>>,
     /// The earliest grace period end still in the future, if the device is in grace.
     pub grace_period_ends: Option<Timestamp>,
-    /// Policies assigned to device groups this device is in: they do not evaluate it.
-    pub device_group_policies: Vec<(String, String)>,
+    /// (policy id, device group id): policies aimed at device groups this device is in that
+    /// do not reach its user, so they do not evaluate it (DOMAIN rule 2).
+    pub device_group_policies: Vec<(&'a str, &'a str)>,
     /// The next instant at which time alone changes this evaluation.
     pub next_change: Option<Timestamp>,
 }
@@ -96,134 +123,9 @@ pub fn policy_applies(state: &State, policy_id: &str, user_id: &str) -> bool {
     member(&a.include_group_ids) && !member(&a.exclude_group_ids)
 }
 
-/// Policies that apply to the user of `device`.
-pub fn applicable_policies<'s>(state: &'s State, user_id: &str) -> impl Iterator<Item = &'s Policy> {
-    let user_id = user_id.to_string();
-    state.policies().filter(move |p| policy_applies(state, &p.id, &user_id))
-}
-
-/// Evaluates a device at `now`.
-pub fn evaluate(state: &State, device: &Device, now: Timestamp) -> Evaluation {
-    let device_group_policies = device_group_policies(state, device);
-    let settings = state.settings();
-    let reported_at = match device.partner_verdict {
-        Some(v) => v.decided_at,
-        None => device.last_check_in,
-    };
-    let valid_until = reported_at.plus_days(i64::from(settings.validity_days));
-    if now >= valid_until {
-        return Evaluation {
-            state: ComplianceState::Noncompliant,
-            cause: StateCause::ValidityExpired { reported_at, valid_until },
-            policies: Vec::new(),
-            grace_period_ends: None,
-            device_group_policies,
-            next_change: None,
-        };
-    }
-    if let Some(v) = device.partner_verdict {
-        let state = if v.compliant { ComplianceState::Compliant } else { ComplianceState::Noncompliant };
-        return Evaluation {
-            state,
-            cause: StateCause::PartnerVerdict(v.compliant),
-            policies: Vec::new(),
-            grace_period_ends: None,
-            device_group_policies,
-            next_change: Some(valid_until),
-        };
-    }
-    let mut next_change = Some(valid_until);
-    let mut grace_period_ends: Option<Timestamp> = None;
-    let policies: Vec<PolicyResult> = applicable_policies(state, &device.user_id)
-        .map(|p| {
-            let settings = check_settings(&p.settings, device);
-            let worst = settings.iter().map(|s| s.state).max().unwrap_or(ComplianceState::Compliant);
-            let mut result = PolicyResult {
-                policy_id: p.id.clone(),
-                policy_name: p.name.clone(),
-                state: worst.max(ComplianceState::Compliant),
-                settings,
-                grace_period_ends: None,
-            };
-            if worst == ComplianceState::Noncompliant {
-                let since = noncompliant_since_for(device, p);
-                let ends = since.plus_hours(i64::from(p.grace_period_hours));
-                result.grace_period_ends = Some(ends);
-                if now < ends {
-                    // Grace covers the failing settings only: an unreported (error) setting
-                    // still denies, as it would if no setting failed.
-                    let others =
-                        result.settings.iter().map(|s| s.state).filter(|s| *s != ComplianceState::Noncompliant);
-                    result.state =
-                        others.max().unwrap_or(ComplianceState::Compliant).max(ComplianceState::InGracePeriod);
-                    next_change = min_opt(next_change, Some(ends));
-                    grace_period_ends = min_opt(grace_period_ends, Some(ends));
-                }
-            }
-            result
-        })
-        .collect();
-    if policies.is_empty() {
-        let state = match settings.no_policy {
-            NoPolicyTreatment::Compliant => ComplianceState::Compliant,
-            NoPolicyTreatment::Noncompliant => ComplianceState::Noncompliant,
-        };
-        return Evaluation {
-            state,
-            cause: StateCause::NoPolicy(settings.no_policy),
-            policies,
-            grace_period_ends: None,
-            device_group_policies,
-            next_change,
-        };
-    }
-    let state = policies.iter().map(|p| p.state).max().unwrap_or(ComplianceState::Compliant);
-    Evaluation {
-        state,
-        cause: StateCause::Policies,
-        grace_period_ends: if state == ComplianceState::InGracePeriod { grace_period_ends } else { None },
-        policies,
-        device_group_policies,
-        next_change,
-    }
-}
-
-/// When the grace period of `policy` started for `device`: the first failing check-in, but
-/// never before the policy last changed (a changed policy starts a fresh grace period).
-fn noncompliant_since_for(device: &Device, policy: &Policy) -> Timestamp {
-    device.noncompliant_since.unwrap_or(device.last_check_in).max(policy.updated_at)
-}
-
-/// The `noncompliant_since` to store with a newly reported `device` (whose previous record
-/// was `previous`): kept while it keeps failing, set at this check-in when it starts
-/// failing, cleared once it meets every policy.
-pub fn noncompliant_since(state: &State, previous: Option<&Device>, device: &Device) -> Option<Timestamp> {
-    if device.partner_verdict.is_some() {
-        return None;
-    }
-    let failing = applicable_policies(state, &device.user_id)
-        .any(|p| check_settings(&p.settings, device).iter().any(|s| s.state == ComplianceState::Noncompliant));
-    if !failing {
-        return None;
-    }
-    Some(previous.and_then(|p| p.noncompliant_since).unwrap_or(device.last_check_in))
-}
-
-fn device_group_policies(state: &State, device: &Device) -> Vec<(String, String)> {
-    let groups = state.groups_of(&device.id);
-    if groups.is_empty() {
-        return Vec::new();
-    }
-    let mut out = Vec::new();
-    for p in state.policies() {
-        let Some(a) = state.assignment(&p.id) else { continue };
-        for g in a.include_group_ids.iter().filter(|g| groups.contains(g)) {
-            if state.group(g).is_some_and(|g| g.kind == GroupKind::Device) {
-                out.push((p.id.clone(), g.clone()));
-            }
-        }
-    }
-    out
+/// Policies that apply to a user.
+pub fn applicable_policies<'s>(state: &'s State, user_id: &'s str) -> impl Iterator<Item = &'s Policy> {
+    state.policies().filter(move |p| policy_applies(state, &p.id, user_id))
 }
 
 fn min_opt(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
@@ -234,137 +136,248 @@ fn min_opt(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
     }
 }
 
-const NOT_REPORTED: &str = "not reported";
-
-fn result(setting: &'static str, expected: String, actual: Option<String>, ok: Option<bool>) -> SettingResult {
-    let (actual, state) = match (actual, ok) {
-        (Some(a), Some(true)) => (a, ComplianceState::Compliant),
-        (Some(a), Some(false)) => (a, ComplianceState::Noncompliant),
-        // A configured setting the partner did not report cannot be judged: an error, which denies.
-        _ => (NOT_REPORTED.to_string(), ComplianceState::Error),
-    };
-    SettingResult { setting, expected, actual, state }
+/// Evaluates a device at `now`.
+pub fn evaluate<'a>(state: &'a State, device: &'a Device, now: Timestamp, detail: Detail) -> Evaluation<'a> {
+    let freshness = Freshness::of(device, now);
+    let mut eval = evaluate_policies(state, device, now, detail);
+    eval.freshness = freshness;
+    eval.next_change = min_opt(eval.next_change, freshness.next_change);
+    if !freshness.fresh() {
+        eval.state = eval.state.max(ComplianceState::Unknown);
+    }
+    eval
 }
 
-/// Checks each configured setting; a setting that is not configured is not evaluated.
-pub fn check_settings(s: &PolicySettings, d: &Device) -> Vec<SettingResult> {
-    let f = &d.facts;
-    let pw = &f.password;
+fn evaluate_policies<'a>(state: &'a State, device: &'a Device, now: Timestamp, detail: Detail) -> Evaluation<'a> {
+    let device_group_policies = device_group_policies(state, device);
+    let settings = state.settings();
+    let reported_at = device.partner_verdict.map_or(device.last_check_in, |v| v.decided_at);
+    let valid_until = reported_at.plus_days(i64::from(settings.validity_days));
+    let mut eval = Evaluation {
+        state: ComplianceState::Compliant,
+        cause: StateCause::Policies,
+        freshness: Freshness { unresponsive: false, token_stale: false, next_change: None },
+        policies: Vec::new(),
+        grace_period_ends: None,
+        device_group_policies,
+        next_change: Some(valid_until),
+    };
+    if now >= valid_until {
+        eval.state = ComplianceState::Noncompliant;
+        eval.cause = StateCause::ValidityExpired { reported_at, valid_until };
+        eval.next_change = None;
+        return eval;
+    }
+    if let Some(v) = device.partner_verdict {
+        eval.state = if v.compliant { ComplianceState::Compliant } else { ComplianceState::Noncompliant };
+        eval.cause = StateCause::PartnerVerdict(v.compliant);
+        return eval;
+    }
+    let mut grace_period_ends: Option<Timestamp> = None;
+    for p in applicable_policies(state, &device.user_id) {
+        let outcome = Outcome::of(&p.settings, device);
+        let mut result =
+            PolicyResult { policy: p, state: outcome.others, settings: Vec::new(), grace_period_ends: None };
+        if outcome.failing {
+            let ends = failing_since(device, p).plus_hours(i64::from(p.grace_period_hours));
+            result.grace_period_ends = Some(ends);
+            if now < ends {
+                // Grace covers the failing settings only: an unreported (error) setting
+                // still denies, as it would if no setting failed.
+                result.state = outcome.others.max(ComplianceState::InGracePeriod);
+                eval.next_change = min_opt(eval.next_change, Some(ends));
+                grace_period_ends = min_opt(grace_period_ends, Some(ends));
+            } else {
+                result.state = ComplianceState::Noncompliant;
+            }
+        }
+        if detail == Detail::All || result.state > ComplianceState::Compliant {
+            result.settings = check_settings(&p.settings, device);
+            if detail == Detail::Failing {
+                result.settings.retain(|s| s.state > ComplianceState::Compliant);
+            }
+        }
+        eval.policies.push(result);
+    }
+    if eval.policies.is_empty() {
+        eval.state = match settings.no_policy {
+            NoPolicyTreatment::Compliant => ComplianceState::Compliant,
+            NoPolicyTreatment::Noncompliant => ComplianceState::Noncompliant,
+        };
+        eval.cause = StateCause::NoPolicy(settings.no_policy);
+        return eval;
+    }
+    eval.state = eval.policies.iter().map(|p| p.state).max().unwrap_or(ComplianceState::Compliant);
+    if eval.state == ComplianceState::InGracePeriod {
+        eval.grace_period_ends = grace_period_ends;
+    }
+    eval
+}
+
+/// When the grace period of `policy` started for `device`: the first check-in seen failing
+/// it, but never before the policy last changed (a changed policy starts a fresh grace period).
+fn failing_since(device: &Device, policy: &Policy) -> Timestamp {
+    device.failing_since.get(&policy.id).copied().unwrap_or(device.last_check_in).max(policy.updated_at)
+}
+
+/// The `failing_since` to store with a newly reported `device` (whose previous record was
+/// `previous`): per failing policy, kept while it keeps failing, set at this check-in when it
+/// starts failing; policies it meets are dropped.
+pub fn next_failing_since(state: &State, previous: Option<&Device>, device: &Device) -> BTreeMap<String, Timestamp> {
+    if device.partner_verdict.is_some() {
+        return BTreeMap::new();
+    }
+    applicable_policies(state, &device.user_id)
+        .filter(|p| Outcome::of(&p.settings, device).failing)
+        .map(|p| {
+            let since =
+                previous.and_then(|prev| prev.failing_since.get(&p.id).copied()).unwrap_or(device.last_check_in);
+            (p.id.clone(), since)
+        })
+        .collect()
+}
+
+fn device_group_policies<'a>(state: &'a State, device: &'a Device) -> Vec<(&'a str, &'a str)> {
+    let groups = state.groups_of(&device.id);
+    if groups.is_empty() {
+        return Vec::new();
+    }
     let mut out = Vec::new();
-    let os = d.os_version.to_string();
-    if let Some(min) = &s.os_minimum_version {
-        out.push(result("os_minimum_version", format!(">= {min}"), Some(os.clone()), Some(d.os_version >= *min)));
-    }
-    if let Some(max) = &s.os_maximum_version {
-        out.push(result("os_maximum_version", format!("<= {max}"), Some(os), Some(d.os_version <= *max)));
-    }
-    if let Some(min) = &s.os_minimum_build {
-        let ok = d.os_build.as_ref().map(|b| b >= min);
-        out.push(result("os_minimum_build", format!(">= {min}"), d.os_build.as_ref().map(|b| b.to_string()), ok));
-    }
-    if let Some(max) = &s.os_maximum_build {
-        let ok = d.os_build.as_ref().map(|b| b <= max);
-        out.push(result("os_maximum_build", format!("<= {max}"), d.os_build.as_ref().map(|b| b.to_string()), ok));
-    }
-    if s.system_integrity_protection_required == Some(true) {
-        let actual = f.system_integrity_protection.filter(|s| *s != Sip::NotCollected);
-        let ok = actual.map(|s| s == Sip::Enabled);
-        out.push(result(
-            "system_integrity_protection",
-            "enabled".into(),
-            actual.map(|s| format!("{s:?}").to_lowercase()),
-            ok,
-        ));
-    }
-    if s.storage_encryption_required == Some(true) {
-        let ok = f.file_vault.map(|v| v == FileVault::AllEncrypted);
-        out.push(result("storage_encryption", "all volumes encrypted".into(), f.file_vault.map(file_vault_str), ok));
-    }
-    bool_setting(&mut out, "firewall_enabled", s.firewall_enabled, f.firewall_enabled);
-    bool_setting(&mut out, "firewall_block_all_incoming", s.firewall_block_all_incoming, f.firewall_block_all_incoming);
-    bool_setting(&mut out, "firewall_stealth_mode", s.firewall_stealth_mode, f.firewall_stealth_mode);
-    if let Some(min) = s.gatekeeper_minimum {
-        let ok = f.gatekeeper.map(|g| g >= min);
-        out.push(result(
-            "gatekeeper",
-            format!("at least {}", gatekeeper_str(min)),
-            f.gatekeeper.map(gatekeeper_str),
-            ok,
-        ));
-    }
-    let p = &s.password;
-    bool_setting(&mut out, "password_required", p.required, pw.required);
-    bool_setting(&mut out, "password_block_simple", p.block_simple, pw.simple_blocked);
-    if let Some(min) = p.min_length {
-        out.push(result(
-            "password_minimum_length",
-            format!(">= {min}"),
-            pw.min_length.map(|v| v.to_string()),
-            pw.min_length.map(|v| v >= min),
-        ));
-    }
-    if let Some(kind) = p.kind.filter(|k| *k != PasswordType::DeviceDefault) {
-        let ok = pw.kind.map(|k| k == kind);
-        out.push(result(
-            "password_type",
-            format!("{kind:?}").to_lowercase(),
-            pw.kind.map(|k| format!("{k:?}").to_lowercase()),
-            ok,
-        ));
-    }
-    if let Some(min) = p.min_character_sets {
-        let a = pw.min_character_sets;
-        out.push(result(
-            "password_minimum_character_sets",
-            format!(">= {min}"),
-            a.map(|v| v.to_string()),
-            a.map(|v| v >= min),
-        ));
-    }
-    if let Some(max) = p.max_minutes_of_inactivity_before_lock {
-        let a = pw.minutes_of_inactivity_before_lock;
-        out.push(result(
-            "password_minutes_of_inactivity_before_lock",
-            format!("<= {max}"),
-            a.map(|v| v.to_string()),
-            a.map(|v| v <= max),
-        ));
-    }
-    if let Some(max) = p.max_expiry_days {
-        let a = pw.expiry_days;
-        // A password that never expires (0) does not meet an expiry rule.
-        out.push(result(
-            "password_expiry_days",
-            format!("<= {max}"),
-            a.map(|v| v.to_string()),
-            a.map(|v| v > 0 && v <= max),
-        ));
-    }
-    if let Some(min) = p.min_previous_passwords_blocked {
-        let a = pw.previous_passwords_blocked;
-        out.push(result(
-            "password_previous_passwords_blocked",
-            format!(">= {min}"),
-            a.map(|v| v.to_string()),
-            a.map(|v| v >= min),
-        ));
-    }
-    if let Some(max) = s.max_threat_level {
-        let a = f.threat_level;
-        out.push(result(
-            "device_threat_level",
-            format!("at most {}", format!("{max:?}").to_lowercase()),
-            a.map(|t| format!("{t:?}").to_lowercase()),
-            a.map(|t| t <= max),
-        ));
+    for p in state.policies() {
+        let Some(a) = state.assignment(&p.id) else { continue };
+        if policy_applies(state, &p.id, &device.user_id) {
+            continue;
+        }
+        for g in a.include_group_ids.iter().filter(|g| groups.contains(g)) {
+            if state.group(g).is_some_and(|g| g.kind == GroupKind::Device) {
+                out.push((p.id.as_str(), g.as_str()));
+            }
+        }
     }
     out
 }
 
-fn bool_setting(out: &mut Vec<SettingResult>, name: &'static str, required: Option<bool>, actual: Option<bool>) {
-    // Only "required: true" is a requirement; "false" means not configured.
+/// A policy's settings summed up without spelling them out: the decision's fast path.
+struct Outcome {
+    /// Some setting is not met.
+    failing: bool,
+    /// The worst of the other settings: COMPLIANT, or ERROR when one was not reported.
+    others: ComplianceState,
+}
+
+impl Outcome {
+    fn of(s: &PolicySettings, d: &Device) -> Outcome {
+        let mut o = Outcome { failing: false, others: ComplianceState::Compliant };
+        visit_settings(s, d, &mut |_, ok, _, _| match ok {
+            Some(true) => {}
+            Some(false) => o.failing = true,
+            None => o.others = ComplianceState::Error,
+        });
+        o
+    }
+}
+
+/// Checks each configured setting; a setting that is not configured is not evaluated.
+pub fn check_settings(s: &PolicySettings, d: &Device) -> Vec<SettingResult> {
+    let mut out = Vec::new();
+    visit_settings(s, d, &mut |setting, ok, expected, actual| {
+        let (actual, state) = match ok {
+            Some(true) => (actual(), ComplianceState::Compliant),
+            Some(false) => (actual(), ComplianceState::Noncompliant),
+            // A configured setting the partner did not report cannot be judged: an error, which denies.
+            None => ("not reported".to_string(), ComplianceState::Error),
+        };
+        out.push(SettingResult { setting, expected: expected(), actual, state });
+    });
+    out
+}
+
+type Text<'x> = &'x dyn Fn() -> String;
+
+/// The one definition of every setting: its name, whether the device meets it (`None`: the
+/// fact was not reported), and how to spell out what is expected and what was found (only
+/// called when someone reads them).
+fn visit_settings(s: &PolicySettings, d: &Device, f: &mut Visitor<'_>) {
+    let facts = &d.facts;
+    let pw = &facts.password;
+    let os = || d.os_version.to_string();
+    let build = || d.os_build.as_ref().map(ToString::to_string).unwrap_or_default();
+    if let Some(min) = &s.os_minimum_version {
+        f("os_minimum_version", Some(d.os_version >= *min), &|| format!(">= {min}"), &os);
+    }
+    if let Some(max) = &s.os_maximum_version {
+        f("os_maximum_version", Some(d.os_version <= *max), &|| format!("<= {max}"), &os);
+    }
+    if let Some(min) = &s.os_minimum_build {
+        f("os_minimum_build", d.os_build.as_ref().map(|b| b >= min), &|| format!(">= {min}"), &build);
+    }
+    if let Some(max) = &s.os_maximum_build {
+        f("os_maximum_build", d.os_build.as_ref().map(|b| b <= max), &|| format!("<= {max}"), &build);
+    }
+    if s.system_integrity_protection_required == Some(true) {
+        let sip = facts.system_integrity_protection.filter(|s| *s != Sip::NotCollected);
+        let actual = || match sip {
+            Some(Sip::Enabled) => "enabled".to_string(),
+            _ => "disabled".to_string(),
+        };
+        f("system_integrity_protection", sip.map(|s| s == Sip::Enabled), &|| "enabled".into(), &actual);
+    }
+    if s.storage_encryption_required == Some(true) {
+        let v = facts.file_vault;
+        let ok = v.map(|v| v == FileVault::AllEncrypted);
+        f("storage_encryption", ok, &|| "all volumes encrypted".into(), &|| v.map(file_vault_str).unwrap_or_default());
+    }
+    required_true(f, "firewall_enabled", s.firewall_enabled, facts.firewall_enabled);
+    required_true(f, "firewall_block_all_incoming", s.firewall_block_all_incoming, facts.firewall_block_all_incoming);
+    required_true(f, "firewall_stealth_mode", s.firewall_stealth_mode, facts.firewall_stealth_mode);
+    if let Some(min) = s.gatekeeper_minimum {
+        let g = facts.gatekeeper;
+        let expected = || format!("at least {}", gatekeeper_str(min));
+        f("gatekeeper", g.map(|g| g >= min), &expected, &|| g.map(gatekeeper_str).unwrap_or_default());
+    }
+    let p = &s.password;
+    required_true(f, "password_required", p.required, pw.required);
+    required_true(f, "password_block_simple", p.block_simple, pw.simple_blocked);
+    at_least(f, "password_minimum_length", p.min_length, pw.min_length);
+    if let Some(kind) = p.kind.filter(|k| *k != PasswordType::DeviceDefault) {
+        let actual = || pw.kind.map(password_type_str).unwrap_or_default();
+        f("password_type", pw.kind.map(|k| k == kind), &|| password_type_str(kind), &actual);
+    }
+    at_least(f, "password_minimum_character_sets", p.min_character_sets, pw.min_character_sets);
+    if let Some(max) = p.max_minutes_of_inactivity_before_lock {
+        let a = pw.minutes_of_inactivity_before_lock;
+        let actual = || a.map(|v| v.to_string()).unwrap_or_default();
+        f("password_minutes_of_inactivity_before_lock", a.map(|v| v <= max), &|| format!("<= {max}"), &actual);
+    }
+    if let Some(max) = p.max_expiry_days {
+        let a = pw.expiry_days;
+        let actual = || a.map(|v| v.to_string()).unwrap_or_default();
+        // A password that never expires (0) does not meet an expiry rule.
+        f("password_expiry_days", a.map(|v| v > 0 && v <= max), &|| format!("<= {max}"), &actual);
+    }
+    at_least(f, "password_previous_passwords_blocked", p.min_previous_passwords_blocked, pw.previous_passwords_blocked);
+    if let Some(max) = s.max_threat_level {
+        let a = facts.threat_level;
+        let name = |t: super::model::ThreatLevel| format!("{t:?}").to_lowercase();
+        let actual = || a.map(name).unwrap_or_default();
+        f("device_threat_level", a.map(|t| t <= max), &|| format!("at most {}", name(max)), &actual);
+    }
+}
+
+type Visitor<'f> = dyn FnMut(&'static str, Option<bool>, Text<'_>, Text<'_>) + 'f;
+
+/// Only "required: true" is a requirement; "false" means not configured.
+fn required_true(f: &mut Visitor<'_>, name: &'static str, required: Option<bool>, actual: Option<bool>) {
     if required == Some(true) {
-        out.push(result(name, "true".into(), actual.map(|a| a.to_string()), actual));
+        f(name, actual, &|| "true".into(), &|| actual.map(|a| a.to_string()).unwrap_or_default());
+    }
+}
+
+fn at_least(f: &mut Visitor<'_>, name: &'static str, min: Option<u32>, actual: Option<u32>) {
+    if let Some(min) = min {
+        f(name, actual.map(|v| v >= min), &|| format!(">= {min}"), &|| {
+            actual.map(|v| v.to_string()).unwrap_or_default()
+        });
     }
 }
 
@@ -379,12 +392,15 @@ pub fn file_vault_str(v: FileVault) -> String {
     .to_string()
 }
 
-pub fn gatekeeper_str(g: super::model::Gatekeeper) -> String {
-    use super::model::Gatekeeper::*;
+pub fn gatekeeper_str(g: Gatekeeper) -> String {
     match g {
-        Disabled => "anywhere",
-        AppStoreAndIdentifiedDevelopers => "Mac App Store and identified developers",
-        AppStore => "Mac App Store",
+        Gatekeeper::Disabled => "anywhere",
+        Gatekeeper::AppStoreAndIdentifiedDevelopers => "Mac App Store and identified developers",
+        Gatekeeper::AppStore => "Mac App Store",
     }
     .to_string()
+}
+
+fn password_type_str(k: PasswordType) -> String {
+    format!("{k:?}").to_lowercase()
 }

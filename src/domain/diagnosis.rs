@@ -118,7 +118,7 @@ pub fn diagnose(state: &State, device_id: &str, credential: PartnerCredential, n
             ReasonCode::Unresponsive | ReasonCode::TokenStale | ReasonCode::SignInRequired => Cause::Unresponsive,
             _ => continue,
         };
-        findings.push(Finding { cause, detail: r.message.clone() });
+        findings.push(Finding { cause, detail: r.message.to_string() });
     }
     Some(findings)
 }

@@ -170,9 +170,10 @@ pub struct Device {
     pub refresh_token_issued: Option<Timestamp>,
     pub facts: SecurityFacts,
     pub partner_verdict: Option<PartnerVerdict>,
-    /// The check-in at which the device was first seen failing a policy; `None` while it
-    /// meets them all. Grace periods run from here (see `compliance::noncompliant_since`).
-    pub noncompliant_since: Option<Timestamp>,
+    /// Per failing policy id, the check-in at which the device was first seen failing it.
+    /// Grace periods run from here (see `compliance::next_failing_since`).
+    #[serde(default)]
+    pub failing_since: std::collections::BTreeMap<String, Timestamp>,
 }
 
 /// Gatekeeper's allowed app sources a policy requires (at least this strict).

@@ -1,9 +1,15 @@
 //! The whole organisation in memory, with the indexes the decisions need, changed only by
 //! applying [`Change`]s. Pure data: the same changes in the same order give the same state.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
+use foldhash::fast::RandomState;
 use serde::{Deserialize, Serialize};
+
+use super::targeting::Targets;
+
+/// Ids are attacker-influenced, so the hasher is seeded; foldhash is fast and seeded.
+type HashMap<K, V> = std::collections::HashMap<K, V, RandomState>;
 
 use super::model::{Assignment, Connector, Device, Group, GroupKind, Policy, TenantSettings, User};
 
@@ -54,8 +60,10 @@ pub struct State {
     devices_by_user: HashMap<String, Vec<String>>,
     devices_by_serial: HashMap<String, Vec<String>>,
     policies: BTreeMap<String, Policy>,
-    assignments: BTreeMap<String, Assignment>,
+    assignments: HashMap<String, Assignment>,
     connector: Connector,
+    /// The connector's include and exclude groups as sets.
+    connector_targets: Targets,
     settings: TenantSettings,
 }
 
@@ -108,6 +116,9 @@ impl State {
     }
     pub fn connector(&self) -> &Connector {
         &self.connector
+    }
+    pub fn connector_targets(&self) -> &Targets {
+        &self.connector_targets
     }
     pub fn settings(&self) -> &TenantSettings {
         &self.settings
@@ -187,6 +198,7 @@ impl State {
                 Touched { all: true, ..Touched::default() }
             }
             Change::PutConnector(c) => {
+                self.connector_targets = Targets::new(&c.include_group_ids, &c.exclude_group_ids);
                 self.connector = c;
                 Touched { all: true, ..Touched::default() }
             }

@@ -3,6 +3,8 @@
 
 use std::collections::HashSet;
 
+use foldhash::fast::RandomState;
+
 use super::model::GroupKind;
 use super::state::State;
 
@@ -16,40 +18,68 @@ pub enum EnrollmentTarget {
     NotTargeted,
 }
 
+/// A targeting configuration as sets, so that a user's groups are checked in O(their count).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Targets {
+    include: HashSet<String, RandomState>,
+    exclude: HashSet<String, RandomState>,
+}
+
+impl Targets {
+    pub fn new(include: &[String], exclude: &[String]) -> Targets {
+        Targets { include: include.iter().cloned().collect(), exclude: exclude.iter().cloned().collect() }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Enrollment {
     pub target: EnrollmentTarget,
-    /// The include groups the user is in.
+    /// The include groups the user is in, sorted.
     pub include_group_ids: Vec<String>,
-    /// The exclude groups the user is in.
+    /// The exclude groups the user is in, sorted.
     pub exclude_group_ids: Vec<String>,
 }
 
-/// Resolves a user's enrollment against the given include and exclude groups.
-pub fn resolve(state: &State, user_id: &str, include: &[String], exclude: &[String]) -> Enrollment {
-    let groups = state.groups_of(user_id);
-    let matched = |ids: &[String]| -> Vec<String> {
-        ids.iter()
-            .filter(|id| groups.contains(id) && state.group(id).is_some_and(|g| g.kind == GroupKind::User))
-            .cloned()
-            .collect()
-    };
-    let include_group_ids = matched(include);
-    let exclude_group_ids = matched(exclude);
-    let target = if !exclude_group_ids.is_empty() {
+/// The user groups (only those: a device group never targets anyone) of `user_id` in `set`.
+fn matching<'s>(
+    state: &'s State,
+    user_id: &str,
+    set: &'s HashSet<String, RandomState>,
+) -> impl Iterator<Item = &'s String> + 's {
+    state
+        .groups_of(user_id)
+        .iter()
+        .filter(move |g| set.contains(*g) && state.group(g).is_some_and(|g| g.kind == GroupKind::User))
+}
+
+/// Where `user_id` enrolls under `targets`, without saying why (the decision's fast path).
+pub fn target(state: &State, user_id: &str, targets: &Targets) -> EnrollmentTarget {
+    if matching(state, user_id, &targets.exclude).next().is_some() {
         EnrollmentTarget::Direct
-    } else if !include_group_ids.is_empty() {
+    } else if matching(state, user_id, &targets.include).next().is_some() {
         EnrollmentTarget::Partner
     } else {
         EnrollmentTarget::NotTargeted
+    }
+}
+
+/// Where `user_id` enrolls under `targets`, and the groups that decided it.
+pub fn resolve(state: &State, user_id: &str, targets: &Targets) -> Enrollment {
+    let sorted = |set| {
+        let mut v: Vec<String> = matching(state, user_id, set).cloned().collect();
+        v.sort();
+        v
     };
-    Enrollment { target, include_group_ids, exclude_group_ids }
+    Enrollment {
+        target: target(state, user_id, targets),
+        include_group_ids: sorted(&targets.include),
+        exclude_group_ids: sorted(&targets.exclude),
+    }
 }
 
 /// Resolves a user's enrollment against the saved connector configuration.
 pub fn resolve_saved(state: &State, user_id: &str) -> Enrollment {
-    let c = state.connector();
-    resolve(state, user_id, &c.include_group_ids, &c.exclude_group_ids)
+    resolve(state, user_id, state.connector_targets())
 }
 
 /// What a targeting configuration would do if saved (the "Evaluate" button).
@@ -63,15 +93,16 @@ pub struct Preview {
     pub devices_not_targeted: u64,
 }
 
-/// Counts over every known user. Groups must be user groups (checked by the caller).
+/// Counts over every known user: excluded are the users in an exclude group (whether or not
+/// also included), to the partner those in an include group and no exclude group.
 pub fn preview(state: &State, include: &[String], exclude: &[String]) -> Preview {
-    let members = |ids: &[String]| -> HashSet<&str> {
-        ids.iter()
-            .filter_map(|id| state.group(id))
-            .filter(|g| g.kind == GroupKind::User)
-            .flat_map(|g| g.members.iter().map(String::as_str))
-            .filter(|u| state.user(u).is_some())
-            .collect()
+    let members = |ids: &[String]| -> HashSet<&str, RandomState> {
+        let mut set = HashSet::default();
+        for g in ids.iter().filter_map(|id| state.group(id)).filter(|g| g.kind == GroupKind::User) {
+            set.extend(g.members.iter().map(String::as_str));
+        }
+        set.retain(|u| state.user(u).is_some());
+        set
     };
     let excluded = members(exclude);
     let included = members(include);

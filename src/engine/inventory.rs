@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use super::Engine;
 use crate::auth::Caller;
-use crate::domain::compliance::noncompliant_since;
+use crate::domain::compliance::next_failing_since;
 use crate::domain::model::{ConnectorState, Device};
 use crate::domain::{Change, Timestamp};
 use crate::error::{Error, Result};
@@ -67,7 +67,7 @@ impl Engine {
                         Err(e) => ItemOutcome::Rejected(e),
                         Ok(mut device) => {
                             let previous = batch.get(&device.id).or_else(|| state.device(&device.id));
-                            device.noncompliant_since = noncompliant_since(state, previous, &device);
+                            device.failing_since = next_failing_since(state, previous, &device);
                             let changed = previous != Some(&device);
                             if changed {
                                 batch.insert(device.id.clone(), device);

@@ -9,7 +9,7 @@ use parking_lot::RwLock;
 use crate::auth::Credentials;
 use crate::cache::DecisionCache;
 use crate::clock::Clock;
-use crate::domain::access::{self, AccessDecision};
+use crate::domain::access::{self, AccessDecision, DeviceDecision};
 use crate::domain::{Change, State, Timestamp, Touched};
 use crate::error::Result;
 use crate::store::Store;
@@ -71,13 +71,14 @@ impl Engine {
         self.cache.entry_count()
     }
 
-    /// The hot path: memory and cache only.
-    pub fn check_access(&self, user_id: &str, device_id: &str) -> (AccessDecision, u64) {
+    /// The hot path: memory and cache only. The decision is the device's, for its primary
+    /// user; apply the caller with `access::for_user` or `access::other_user_reason`.
+    pub fn check_access(&self, device_id: &str) -> (Arc<DeviceDecision>, u64) {
         let now = self.now();
         // Held across the cache insert so that no write can slip between evaluation and insert.
         let state = self.state.read();
         let decision = self.cache.get_or_compute(device_id, now, || access::decide(&state, device_id, now));
-        (access::for_user(&decision, user_id), self.revision())
+        (decision, self.revision())
     }
 
     /// The same decision, evaluated afresh without the cache (for tests and comparisons).

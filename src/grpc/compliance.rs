@@ -18,8 +18,8 @@ impl ComplianceService for Handlers {
         let r = req.get_ref();
         let user_id = id("user_id", &r.user_id)?;
         let device_id = id("device_id", &r.device_id)?;
-        let (decision, revision) = self.engine.check_access(&user_id, &device_id);
-        Ok(Response::new(convert::access_out(&decision, revision)))
+        let (decision, revision) = self.engine.check_access(&device_id);
+        Ok(Response::new(convert::access_out(&decision, &user_id, revision)))
     }
 
     async fn evaluate_device(
@@ -29,7 +29,7 @@ impl ComplianceService for Handlers {
         let device_id = id("device_id", &req.get_ref().device_id)?;
         let (resp, revision) = self.engine.read(|state, now| {
             let device = state.device(&device_id).ok_or_else(|| not_reported(&device_id))?;
-            let eval = compliance::evaluate(state, device, now);
+            let eval = compliance::evaluate(state, device, now, compliance::Detail::All);
             let decision = access::decide_evaluated(state, device, &eval, now);
             let reasons = decision
                 .reasons
@@ -48,8 +48,8 @@ impl ComplianceService for Handlers {
                     .policies
                     .iter()
                     .map(|p| pb::PolicyResult {
-                        policy_id: p.policy_id.clone(),
-                        policy_name: p.policy_name.clone(),
+                        policy_id: p.policy.id.clone(),
+                        policy_name: p.policy.name.clone(),
                         state: convert::state_out(p.state),
                         settings: p
                             .settings

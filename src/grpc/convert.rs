@@ -1,7 +1,7 @@
 //! Conversions between the wire and the domain. Every request field is validated here,
 //! once, where it enters; errors name the field.
 
-use crate::domain::access::{AccessDecision, Reason};
+use crate::domain::access::{self, DeviceDecision, Reason};
 use crate::domain::compliance::ComplianceState;
 use crate::domain::model::{self as m, Timestamp};
 use crate::domain::version::{OsBuild, OsVersion};
@@ -183,7 +183,7 @@ pub fn device_report(at: &str, r: &pb::DeviceReport) -> Result<m::Device> {
         },
         facts,
         partner_verdict,
-        noncompliant_since: None,
+        failing_since: Default::default(),
     })
 }
 
@@ -419,18 +419,23 @@ pub fn state_out(s: ComplianceState) -> i32 {
 }
 
 pub fn reason_out(r: &Reason) -> pb::Reason {
-    pb::Reason { code: r.code.as_str().to_string(), message: r.message.clone(), denies: r.code.denies() }
+    pb::Reason { code: r.code.as_str().to_string(), message: r.message.to_string(), denies: r.code.denies() }
 }
 
 pub fn decision_out(allow: bool) -> i32 {
     (if allow { pb::Decision::Allow } else { pb::Decision::Deny }) as i32
 }
 
-pub fn access_out(d: &AccessDecision, revision: u64) -> pb::CheckAccessResponse {
+/// The device's decision as `user_id` sees it (the same as `access::for_user`, without
+/// copying the decision on the hot path).
+pub fn access_out(d: &DeviceDecision, user_id: &str, revision: u64) -> pb::CheckAccessResponse {
+    let other = access::other_user_reason(d, user_id);
+    let denied = other.is_some();
+    let own = d.reasons.iter().filter(|r| !denied || r.code.denies());
     pb::CheckAccessResponse {
-        decision: decision_out(d.allow),
+        decision: decision_out(d.allow && !denied),
         state: state_out(d.state),
-        reasons: d.reasons.iter().map(reason_out).collect(),
+        reasons: other.iter().chain(own).map(reason_out).collect(),
         revision,
         valid_until: d.valid_until.map(timestamp),
     }

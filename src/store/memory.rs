@@ -40,4 +40,9 @@ impl Store for MemoryStore {
             .map(|(i, c)| (i as u64 + 1, c.clone()))
             .collect())
     }
+
+    /// Nothing else shares a memory store; callers that want to follow it poll.
+    async fn notifications(&self) -> Result<Option<tokio::sync::mpsc::Receiver<u64>>> {
+        Ok(None)
+    }
 }

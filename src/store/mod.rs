@@ -7,6 +7,8 @@ use crate::domain::{Change, State};
 use crate::error::{Error, Result};
 
 pub mod memory;
+pub mod postgres;
+mod sql;
 pub mod sqlite;
 
 /// Everything the store holds, as of one revision.
@@ -24,6 +26,12 @@ pub trait Store: Send + Sync + 'static {
     async fn commit(&self, changes: &[Change], committed_at: i64) -> Result<u64>;
     /// The committed revisions after `after`, oldest first, at most `limit`.
     async fn changes_since(&self, after: u64, limit: u32) -> Result<Vec<(u64, Vec<Change>)>>;
+    /// A feed of "revision N has been committed", from any process sharing the store, or
+    /// `None` when the backend has none (SQLite, memory) and callers must poll
+    /// `changes_since`. A value is a hint, not the data: read `changes_since` from the last
+    /// revision you applied. Values may be skipped when the receiver falls behind, and after a
+    /// lost connection the feed sends an older revision (or 0) meaning "re-check".
+    async fn notifications(&self) -> Result<Option<tokio::sync::mpsc::Receiver<u64>>>;
 }
 
 /// The table and key a change writes, and its JSON document (`None` deletes).
@@ -78,7 +86,9 @@ pub(crate) fn row(change: &Change) -> Result<Row<'_>> {
     })
 }
 
-/// Opens the store a URL names: `sqlite://PATH` (the embedded default) or `memory://`.
+/// Opens the store a URL names: `sqlite://PATH` (the embedded default), `postgres://…` or
+/// `postgresql://…` (shared by replicas; see [`postgres::PostgresStore::open`] for the
+/// options), or `memory://`.
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
     if url == "memory://" {
         return Ok(std::sync::Arc::new(memory::MemoryStore::default()));
@@ -86,5 +96,24 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         return Ok(std::sync::Arc::new(sqlite::SqliteStore::open(std::path::Path::new(path)).await?));
     }
-    Err(Error::invalid("store", format!("unsupported store URL {url:?}: use sqlite://FILE")))
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(std::sync::Arc::new(postgres::PostgresStore::open(url).await?));
+    }
+    Err(Error::invalid(
+        "store",
+        format!("unsupported store URL {:?}: use sqlite://FILE, postgres://HOST/DATABASE or memory://", redact(url)),
+    ))
+}
+
+/// The URL without its password, for messages and logs.
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..authority_end]
+        .rsplit_once('@')
+        .and_then(|(credentials, host)| Some((credentials.split_once(':')?.0, host)))
+    {
+        Some((user, host)) => format!("{scheme}://{user}:***@{host}{}", &rest[authority_end..]),
+        None => url.to_string(),
+    }
 }

@@ -1,0 +1,445 @@
+//! PostgreSQL, for several replicas sharing one database. The tables are those of SQLite
+//! (JSON documents as TEXT) and the SQL is the same portable subset (`sql.rs`); the only
+//! PostgreSQL-only features are advisory locks and LISTEN/NOTIFY, and both can be turned off
+//! for PostgreSQL-compatible engines that lack them (CockroachDB, YugabyteDB).
+//!
+//! Revisions: a commit takes `pg_advisory_xact_lock(COMMIT_LOCK, <schema key>)`, numbers
+//! itself `MAX(revision) + 1` under it, writes its rows and its change-log row, publishes
+//! the revision with `pg_notify` and commits, which releases the lock. The next commit, from
+//! any replica, reads MAX only once it holds the lock, that is once the previous commit is
+//! visible: revisions have no gaps, and a reader tailing `revision > N` never sees N+2
+//! before N+1. Without advisory locks the same holds (a commit can only read N+1 as the
+//! maximum once N+1 is committed), and two commits that pick the same number collide on
+//! the change log's primary key; the loser is retried.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::Executor;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, Postgres};
+use tokio::sync::mpsc::{self, Receiver, Sender, error::TrySendError};
+
+use super::{Row, Snapshot, Store, encode_changes, redact, row, sql};
+use crate::domain::Change;
+use crate::error::{Error, Result};
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
+
+/// First key of the advisory lock every commit holds; the second is [`schema_key`], so
+/// stores in different schemas of one database do not wait for each other.
+const COMMIT_LOCK: i32 = 0x504f_0001;
+/// First key of the advisory lock migrations hold (second key 0: one for the database).
+const MIGRATION_LOCK: i32 = 0x504f_0002;
+
+/// The NOTIFY channel of the default schema (`public`); see [`channel_for`].
+pub const CHANNEL: &str = "posture_changes";
+
+const NEXT_REVISION: &str = "SELECT COALESCE(MAX(revision), 0) + 1 FROM change_log";
+const INSERT_LOG: &str = "INSERT INTO change_log (revision, committed_at, changes) VALUES ($1, $2, $3)";
+/// Every table and the revision from one snapshot.
+const BEGIN_SNAPSHOT: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+
+/// How often a commit that lost a race (no advisory locks) or a serialization failure is
+/// tried before the error is returned.
+const COMMIT_ATTEMPTS: u32 = 10;
+const MIGRATION_ATTEMPTS: u32 = 4;
+/// Notifications a slow receiver may leave unread before further ones are dropped. Dropping
+/// loses nothing: each value only says "read `changes_since`", and the unread ones will.
+/// Blocking instead would let one slow receiver fill PostgreSQL's notification queue, which
+/// makes every replica's commits fail.
+const NOTIFICATION_BUFFER: usize = 1024;
+const RECONNECT_MIN: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(10);
+
+/// How to open a [`PostgresStore`]. [`PostgresStore::open`] reads these from the URL's
+/// `posture_*` query parameters.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// Keep the tables in this schema, created if missing (`posture_schema=NAME`). `None`:
+    /// the connection's `search_path` decides (`public`, or `?options=-c search_path=NAME`
+    /// for a schema that exists). Lowercase letters, digits and `_`.
+    pub schema: Option<String>,
+    /// Serialize commits and migrations with advisory locks (`posture_advisory_locks=off`
+    /// turns them off). Without them, commits that race are retried.
+    pub advisory_locks: bool,
+    /// Publish each revision with `pg_notify` and offer [`Store::notifications`]
+    /// (`posture_notify=off` turns it off: replicas poll).
+    pub notify: bool,
+    pub max_connections: u32,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions { schema: None, advisory_locks: true, notify: true, max_connections: 8 }
+    }
+}
+
+pub struct PostgresStore {
+    pool: PgPool,
+    /// For the listeners' own connections.
+    connect: PgConnectOptions,
+    schema: String,
+    lock_key: i32,
+    channel: String,
+    advisory_locks: bool,
+    notify: bool,
+}
+
+impl PostgresStore {
+    /// Connects to the database `url` names and applies pending migrations. Besides sqlx's
+    /// parameters (`?options=-c search_path=NAME`, `sslmode`, …) the URL may carry
+    /// `posture_schema=NAME`, `posture_advisory_locks=off` and `posture_notify=off`.
+    pub async fn open(url: &str) -> Result<Self> {
+        let (url, options) = parse_url(url)?;
+        Self::open_with(&url, options).await
+    }
+
+    /// Like [`open`](Self::open), with the tables in `schema` (created if missing).
+    pub async fn open_in_schema(url: &str, schema: &str) -> Result<Self> {
+        let (url, mut options) = parse_url(url)?;
+        options.schema = Some(schema.to_string());
+        Self::open_with(&url, options).await
+    }
+
+    /// Connects to `url` (sqlx's syntax, no `posture_*` parameters) as `options` say.
+    pub async fn open_with(url: &str, options: PostgresOptions) -> Result<Self> {
+        let mut connect =
+            PgConnectOptions::from_str(url).map_err(|e| Error::invalid("store", format!("{}: {e}", redact(url))))?;
+        if let Some(schema) = &options.schema {
+            check_schema_name(schema)?;
+            connect = connect.options([("search_path", schema)]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .connect_with(connect.clone())
+            .await
+            .map_err(|e| Error::Storage(format!("cannot connect to {}: {e}", redact(url))))?;
+        let schema = migrate(&pool, options.schema.as_deref(), options.advisory_locks).await?;
+        Ok(PostgresStore {
+            pool,
+            connect,
+            lock_key: schema_key(&schema),
+            channel: channel_for(&schema),
+            schema,
+            advisory_locks: options.advisory_locks,
+            notify: options.notify,
+        })
+    }
+
+    /// The schema holding the tables.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// The channel commits NOTIFY and [`Store::notifications`] LISTENs on.
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    async fn try_commit(&self, rows: &[Row<'_>], encoded: &str, committed_at: i64) -> sqlx::Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        if self.advisory_locks {
+            // Released when the transaction ends, after its writes are visible.
+            sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+                .bind(COMMIT_LOCK)
+                .bind(self.lock_key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let revision: i64 = sqlx::query_scalar(NEXT_REVISION).fetch_one(&mut *tx).await?;
+        sql::write_rows::<Postgres>(&mut tx, rows).await?;
+        sqlx::query(INSERT_LOG).bind(revision).bind(committed_at).bind(encoded).execute(&mut *tx).await?;
+        if self.notify {
+            // Delivered at commit, in commit order, to every listener on the channel.
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(&self.channel)
+                .bind(revision.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(revision as u64)
+    }
+}
+
+/// Splits the `posture_*` parameters off a URL; the rest goes to sqlx.
+fn parse_url(url: &str) -> Result<(String, PostgresOptions)> {
+    let mut options = PostgresOptions::default();
+    let Some((base, query)) = url.split_once('?') else { return Ok((url.to_string(), options)) };
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let flag = || match value {
+            "on" | "true" | "1" => Ok(true),
+            "off" | "false" | "0" => Ok(false),
+            _ => Err(Error::invalid("store", format!("{key}={value:?}: expected on or off"))),
+        };
+        match key {
+            "posture_schema" => options.schema = Some(value.to_string()),
+            "posture_advisory_locks" => options.advisory_locks = flag()?,
+            "posture_notify" => options.notify = flag()?,
+            k if k.starts_with("posture_") => {
+                return Err(Error::invalid(
+                    "store",
+                    format!(
+                        "unknown URL parameter {k:?}: posture_schema, posture_advisory_locks and posture_notify are known"
+                    ),
+                ));
+            }
+            _ => kept.push(pair),
+        }
+    }
+    let url = if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) };
+    Ok((url, options))
+}
+
+/// Schema names are used unquoted in SQL and in the connection's `search_path`.
+fn check_schema_name(schema: &str) -> Result<()> {
+    let mut chars = schema.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if first_ok && rest_ok && schema.len() <= 63 {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "store",
+            format!("schema {schema:?}: use at most 63 lowercase letters, digits and '_', not starting with a digit"),
+        ))
+    }
+}
+
+/// FNV-1a: stable across builds and replicas, unlike `std`'s hasher.
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// The second key of the commit lock for `schema`.
+fn schema_key(schema: &str) -> i32 {
+    let h = fnv1a(schema);
+    (h ^ (h >> 32)) as u32 as i32
+}
+
+/// NOTIFY channels are per database, not per schema: each schema other than `public` gets
+/// its own, so stores in different schemas do not hear each other's revisions.
+pub fn channel_for(schema: &str) -> String {
+    let named = format!("{CHANNEL}_{schema}");
+    match schema {
+        "public" => CHANNEL.to_string(),
+        // Channel names are at most 63 bytes.
+        _ if named.len() <= 63 => named,
+        _ => format!("{CHANNEL}_{:016x}", fnv1a(schema)),
+    }
+}
+
+/// Applies pending migrations, under the migration lock when advisory locks are on, and
+/// returns the schema the tables are in. Without the lock, a replica migrating at the same
+/// moment makes this one fail; by the next attempt its work is visible.
+async fn migrate(pool: &PgPool, create: Option<&str>, locks: bool) -> Result<String> {
+    let mut attempt = 1;
+    loop {
+        match migrate_once(pool, create, locks).await {
+            Ok(Some(schema)) => return Ok(schema),
+            Ok(None) => {
+                return Err(Error::Storage(
+                    "no schema to create the tables in: the search_path names none that exists \
+                     (create it, or give posture_schema=NAME)"
+                        .into(),
+                ));
+            }
+            Err(sqlx::Error::Database(e)) if attempt < MIGRATION_ATTEMPTS => {
+                tracing::warn!(error = %e, attempt, "migration failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200) * attempt).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(Error::Storage(format!("migration failed: {e}"))),
+        }
+    }
+}
+
+async fn migrate_once(pool: &PgPool, create: Option<&str>, locks: bool) -> sqlx::Result<Option<String>> {
+    // One transaction (DDL is transactional in PostgreSQL): a failed migration leaves nothing
+    // behind, and the transaction-scoped lock cannot outlive it on a pooled connection.
+    let mut tx = pool.begin().await?;
+    if locks {
+        sqlx::query("SELECT pg_advisory_xact_lock($1, 0)").bind(MIGRATION_LOCK).execute(&mut *tx).await?;
+    }
+    if let Some(schema) = create {
+        // The name was checked: lowercase letters, digits and '_'.
+        tx.execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str()).await?;
+    }
+    let Some(schema) = sqlx::query_scalar::<_, Option<String>>("SELECT current_schema()").fetch_one(&mut *tx).await?
+    else {
+        return Ok(None);
+    };
+    tx.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)").await?;
+    sql::apply_migrations::<Postgres>(&mut tx, MIGRATIONS).await?;
+    tx.commit().await?;
+    Ok(Some(schema))
+}
+
+/// Worth trying again: the revision was taken by a concurrent commit (unique violation), or
+/// the engine asks for a retry (serialization failure, deadlock).
+fn retryable(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("23505" | "40001" | "40P01")))
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn load(&self) -> Result<Snapshot> {
+        let mut tx = self.pool.begin_with(BEGIN_SNAPSHOT).await?;
+        let snapshot = sql::load::<Postgres>(&mut tx).await?;
+        tx.commit().await?;
+        Ok(snapshot)
+    }
+
+    async fn commit(&self, changes: &[Change], committed_at: i64) -> Result<u64> {
+        // Encoded before the transaction, so the lock is held only for the writes.
+        let rows = changes.iter().map(row).collect::<Result<Vec<_>>>()?;
+        let encoded = encode_changes(changes)?;
+        let mut attempt = 1;
+        loop {
+            match self.try_commit(&rows, &encoded, committed_at).await {
+                Err(e) if attempt < COMMIT_ATTEMPTS && retryable(&e) => {
+                    tracing::debug!(error = %e, attempt, "commit conflicted; retrying");
+                    tokio::time::sleep(Duration::from_millis(5) * attempt).await;
+                    attempt += 1;
+                }
+                result => return Ok(result?),
+            }
+        }
+    }
+
+    async fn changes_since(&self, after: u64, limit: u32) -> Result<Vec<(u64, Vec<Change>)>> {
+        sql::changes_since::<Postgres>(&mut *self.pool.acquire().await?, after, limit).await
+    }
+
+    /// A receiver of the revisions committed from now on, by any replica, fed by a
+    /// `PgListener` on its own connection. It is listening when this returns.
+    async fn notifications(&self) -> Result<Option<Receiver<u64>>> {
+        if !self.notify {
+            return Ok(None);
+        }
+        // A pool of one for the listener, so it neither takes a connection from the store's
+        // pool for good nor is closed with it; the listener reconnects through it.
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .connect_lazy_with(self.connect.clone());
+        let listener = listen(&pool, &self.channel).await?;
+        let (sender, receiver) = mpsc::channel(NOTIFICATION_BUFFER);
+        tokio::spawn(forward(pool, listener, self.channel.clone(), sender));
+        Ok(Some(receiver))
+    }
+}
+
+async fn listen(pool: &PgPool, channel: &str) -> sqlx::Result<PgListener> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(channel).await?;
+    Ok(listener)
+}
+
+/// Sends `revision` unless the receiver is full (it has unread values, which will make it
+/// re-read the log anyway). False once the receiver is gone.
+fn signal(sender: &Sender<u64>, revision: u64) -> bool {
+    !matches!(sender.try_send(revision), Err(TrySendError::Closed(_)))
+}
+
+/// Forwards the channel's revisions until the receiver is dropped. After a lost connection
+/// it reconnects (with backoff) and sends the last revision it knew, or 0: "re-check", since
+/// notifications sent while it was away are lost.
+async fn forward(pool: PgPool, listener: PgListener, channel: String, sender: Sender<u64>) {
+    let mut listener = Some(listener);
+    let mut last = 0;
+    let mut backoff = RECONNECT_MIN;
+    loop {
+        let Some(active) = listener.as_mut() else {
+            tokio::select! {
+                _ = sender.closed() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            match listen(&pool, &channel).await {
+                Ok(reconnected) => {
+                    tracing::info!(channel, "change notifications: listening again");
+                    listener = Some(reconnected);
+                    backoff = RECONNECT_MIN;
+                    if !signal(&sender, last) {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(channel, error = %e, "change notifications: cannot reconnect");
+                    backoff = (backoff * 2).min(RECONNECT_MAX);
+                }
+            }
+            continue;
+        };
+        let next = tokio::select! {
+            _ = sender.closed() => return,
+            next = active.try_recv() => next,
+        };
+        let revision = match next {
+            Ok(Some(notification)) => match notification.payload().parse::<u64>() {
+                Ok(revision) => {
+                    last = last.max(revision);
+                    revision
+                }
+                Err(_) => {
+                    tracing::warn!(channel, payload = notification.payload(), "change notifications: not a revision");
+                    last
+                }
+            },
+            // The connection was lost and has been re-established (listening again).
+            Ok(None) => {
+                tracing::warn!(channel, "change notifications: connection lost and re-established");
+                last
+            }
+            Err(e) => {
+                tracing::warn!(channel, error = %e, "change notifications: connection lost");
+                listener = None;
+                continue;
+            }
+        };
+        if !signal(&sender, revision) {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn posture_parameters_are_split_off_the_url() {
+        let (url, o) = parse_url("postgres://u@h/db?sslmode=disable&posture_schema=t1&posture_notify=off").expect("ok");
+        assert_eq!(url, "postgres://u@h/db?sslmode=disable");
+        assert_eq!(o.schema.as_deref(), Some("t1"));
+        assert!(o.advisory_locks);
+        assert!(!o.notify);
+        let (url, o) = parse_url("postgres://h/db?posture_advisory_locks=false").expect("ok");
+        assert_eq!(url, "postgres://h/db");
+        assert!(!o.advisory_locks);
+        assert!(parse_url("postgres://h/db?posture_shema=x").is_err());
+        assert!(parse_url("postgres://h/db?posture_notify=maybe").is_err());
+    }
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        assert!(check_schema_name("posture_test_1").is_ok());
+        assert!(check_schema_name("_x").is_ok());
+        for bad in ["", "1x", "Mixed", "a-b", "a;drop", &"x".repeat(64)] {
+            assert!(check_schema_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn channels_are_per_schema() {
+        assert_eq!(channel_for("public"), "posture_changes");
+        assert_eq!(channel_for("tenant_a"), "posture_changes_tenant_a");
+        let long = channel_for(&"x".repeat(63));
+        assert!(long.len() <= 63 && long.starts_with("posture_changes_"));
+        assert_ne!(schema_key("a"), schema_key("b"));
+    }
+}

@@ -1,0 +1,184 @@
+//! The SQL that SQLite and PostgreSQL both accept (kept to what PostgreSQL-compatible engines
+//! such as CockroachDB and YugabyteDB take as well), and the steps that run it, written once
+//! for any sqlx database: writing the rows of changes, loading the state, reading the log.
+//! What differs between the backends (how a revision is numbered and published, how a
+//! transaction begins) stays in `sqlite.rs` and `postgres.rs`.
+
+use futures_util::TryStreamExt;
+use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, Type};
+
+use super::{Row, Snapshot, decode};
+use crate::domain::model::{Assignment, Connector, Device, Group, Policy, TenantSettings, User};
+use crate::domain::{Change, State};
+use crate::error::{Error, Result};
+
+const MIGRATION_APPLIED: &str = "SELECT version FROM schema_migrations WHERE version = $1";
+const RECORD_MIGRATION: &str = "INSERT INTO schema_migrations (version) VALUES ($1)";
+
+/// The latest committed revision, 0 for an empty log.
+pub(crate) const MAX_REVISION: &str = "SELECT COALESCE(MAX(revision), 0) FROM change_log";
+
+const CHANGES_SINCE: &str = "SELECT revision, changes FROM change_log WHERE revision > $1 ORDER BY revision LIMIT $2";
+
+const PUT_USER: &str =
+    "INSERT INTO users (id, body) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET body = excluded.body";
+const DELETE_USER: &str = "DELETE FROM users WHERE id = $1";
+const PUT_GROUP: &str = "INSERT INTO groups (id, kind, body) VALUES ($1, $2, $3) \
+     ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, body = excluded.body";
+const DELETE_GROUP: &str = "DELETE FROM groups WHERE id = $1";
+const PUT_DEVICE: &str = "INSERT INTO devices (id, user_id, serial_number, body) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, \
+     serial_number = excluded.serial_number, body = excluded.body";
+const DELETE_DEVICE: &str = "DELETE FROM devices WHERE id = $1";
+const PUT_POLICY: &str =
+    "INSERT INTO policies (id, body) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET body = excluded.body";
+const DELETE_POLICY: &str = "DELETE FROM policies WHERE id = $1";
+const PUT_ASSIGNMENT: &str = "INSERT INTO assignments (policy_id, body) VALUES ($1, $2) \
+     ON CONFLICT (policy_id) DO UPDATE SET body = excluded.body";
+const DELETE_ASSIGNMENT: &str = "DELETE FROM assignments WHERE policy_id = $1";
+const PUT_SINGLETON: &str =
+    "INSERT INTO singletons (name, body) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET body = excluded.body";
+
+/// Applies the `(version, script)` migrations not yet recorded in `schema_migrations`, on
+/// `conn`: the caller's transaction, which must hold whatever lock keeps two processes from
+/// migrating at once.
+pub(crate) async fn apply_migrations<DB>(conn: &mut DB::Connection, migrations: &[(i64, &str)]) -> sqlx::Result<()>
+where
+    DB: Database,
+    i64: for<'q> Encode<'q, DB> + Type<DB>,
+    for<'r> (i64,): FromRow<'r, DB::Row>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    for &(version, script) in migrations {
+        let applied =
+            sqlx::query_as::<DB, (i64,)>(MIGRATION_APPLIED).bind(version).fetch_optional(&mut *conn).await?;
+        if applied.is_none() {
+            tracing::info!(version, "applying migration");
+            // Through `Executor::execute`, which runs every statement of the script, not
+            // `raw_sql(script).execute(..)`: that future is not provably `Send` (a rustc
+            // higher-ranked lifetime limitation), which made `server::serve` impossible to spawn.
+            conn.execute(script).await?;
+            sqlx::query::<DB>(RECORD_MIGRATION).bind(version).execute(&mut *conn).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The statements, with their text parameters in order, that write one row.
+fn statements<'a>(row: &'a Row<'a>) -> Vec<(&'static str, Vec<&'a str>)> {
+    match row {
+        Row::User(id, Some(body)) => vec![(PUT_USER, vec![id, body])],
+        Row::User(id, None) => vec![(DELETE_USER, vec![id])],
+        Row::Group(id, kind, Some(body)) => vec![(PUT_GROUP, vec![id, kind, body])],
+        Row::Group(id, _, None) => vec![(DELETE_GROUP, vec![id])],
+        Row::Device { id, user_id, serial, body: Some(body) } => vec![(PUT_DEVICE, vec![id, user_id, serial, body])],
+        Row::Device { id, body: None, .. } | Row::DeleteDevice(id) => vec![(DELETE_DEVICE, vec![id])],
+        Row::Policy(id, Some(body)) => vec![(PUT_POLICY, vec![id, body])],
+        // A deleted policy takes its assignment with it.
+        Row::Policy(id, None) => vec![(DELETE_ASSIGNMENT, vec![id]), (DELETE_POLICY, vec![id])],
+        Row::Assignment(id, Some(body)) => vec![(PUT_ASSIGNMENT, vec![id, body])],
+        Row::Assignment(id, None) => vec![(DELETE_ASSIGNMENT, vec![id])],
+        Row::Singleton(name, body) => vec![(PUT_SINGLETON, vec![name, body])],
+    }
+}
+
+/// Writes the rows, in order, on `conn` (the caller's transaction).
+pub(crate) async fn write_rows<DB>(conn: &mut DB::Connection, rows: &[Row<'_>]) -> sqlx::Result<()>
+where
+    DB: Database,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    for row in rows {
+        for (sql, params) in statements(row) {
+            let mut query = sqlx::query::<DB>(sql);
+            for p in params {
+                query = query.bind(p);
+            }
+            query.execute(&mut *conn).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The tables `load` reads, each as (key, JSON body) rows; devices, the largest, last.
+#[derive(Clone, Copy)]
+enum Table {
+    Users,
+    Groups,
+    Policies,
+    Assignments,
+    Singletons,
+    Devices,
+}
+
+const LOAD: [(Table, &str); 6] = [
+    (Table::Users, "SELECT id, body FROM users"),
+    (Table::Groups, "SELECT id, body FROM groups"),
+    (Table::Policies, "SELECT id, body FROM policies"),
+    (Table::Assignments, "SELECT policy_id, body FROM assignments"),
+    (Table::Singletons, "SELECT name, body FROM singletons"),
+    (Table::Devices, "SELECT id, body FROM devices"),
+];
+
+impl Table {
+    /// The change that puts a stored row back into a state.
+    fn change(self, key: &str, body: &str) -> Result<Change> {
+        Ok(match self {
+            Table::Users => Change::PutUser(decode::<User>(body)?),
+            Table::Groups => Change::PutGroup(decode::<Group>(body)?),
+            Table::Policies => Change::PutPolicy(decode::<Policy>(body)?),
+            Table::Assignments => Change::PutAssignment(decode::<Assignment>(body)?),
+            Table::Singletons => match key {
+                "connector" => Change::PutConnector(decode::<Connector>(body)?),
+                "settings" => Change::PutSettings(decode::<TenantSettings>(body)?),
+                other => return Err(Error::Storage(format!("unknown singleton {other:?}"))),
+            },
+            Table::Devices => Change::PutDevice(decode::<Device>(body)?),
+        })
+    }
+}
+
+/// Every entity and the latest revision, streamed row by row. `conn` should be a transaction
+/// that reads one snapshot, or the tables and the revision may disagree.
+pub(crate) async fn load<DB>(conn: &mut DB::Connection) -> Result<Snapshot>
+where
+    DB: Database,
+    for<'r> (String, String): FromRow<'r, DB::Row>,
+    for<'r> (i64,): FromRow<'r, DB::Row>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let mut state = State::default();
+    for (table, sql) in LOAD {
+        let mut rows = sqlx::query_as::<DB, (String, String)>(sql).fetch(&mut *conn);
+        while let Some((key, body)) = rows.try_next().await? {
+            state.apply(table.change(&key, &body)?);
+        }
+    }
+    let (revision,) = sqlx::query_as::<DB, (i64,)>(MAX_REVISION).fetch_one(&mut *conn).await?;
+    Ok(Snapshot { state, revision: revision as u64 })
+}
+
+/// The committed revisions after `after`, oldest first, at most `limit`.
+pub(crate) async fn changes_since<DB>(
+    conn: &mut DB::Connection,
+    after: u64,
+    limit: u32,
+) -> Result<Vec<(u64, Vec<Change>)>>
+where
+    DB: Database,
+    i64: for<'q> Encode<'q, DB> + Type<DB> + for<'r> Decode<'r, DB>,
+    for<'r> (i64, String): FromRow<'r, DB::Row>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let rows = sqlx::query_as::<DB, (i64, String)>(CHANGES_SINCE)
+        .bind(i64::try_from(after).unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.into_iter().map(|(revision, changes)| Ok((revision as u64, decode(&changes)?))).collect()
+}
