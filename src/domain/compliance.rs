@@ -191,11 +191,12 @@ fn evaluate_policies<'a>(state: &'a State, device: &'a Device, now: Timestamp, d
                 result.state = ComplianceState::Noncompliant;
             }
         }
-        if detail == Detail::All || result.state > ComplianceState::Compliant {
-            result.settings = check_settings(&p.settings, device);
-            if detail == Detail::Failing {
-                result.settings.retain(|s| s.state > ComplianceState::Compliant);
+        match detail {
+            Detail::All => result.settings = check_settings(&p.settings, device),
+            Detail::Failing if result.state > ComplianceState::Compliant => {
+                result.settings = spell_settings(&p.settings, device, false);
             }
+            Detail::Failing => {}
         }
         eval.policies.push(result);
     }
@@ -279,8 +280,16 @@ impl Outcome {
 
 /// Checks each configured setting; a setting that is not configured is not evaluated.
 pub fn check_settings(s: &PolicySettings, d: &Device) -> Vec<SettingResult> {
+    spell_settings(s, d, true)
+}
+
+/// The configured settings with expected and actual values: all, or only those not met.
+fn spell_settings(s: &PolicySettings, d: &Device, met_too: bool) -> Vec<SettingResult> {
     let mut out = Vec::new();
     visit_settings(s, d, &mut |setting, ok, expected, actual| {
+        if ok == Some(true) && !met_too {
+            return;
+        }
         let (actual, state) = match ok {
             Some(true) => (actual(), ComplianceState::Compliant),
             Some(false) => (actual(), ComplianceState::Noncompliant),

@@ -74,7 +74,13 @@ impl Engine {
     /// The hot path: memory and cache only. The decision is the device's, for its primary
     /// user; apply the caller with `access::for_user` or `access::other_user_reason`.
     pub fn check_access(&self, device_id: &str) -> (Arc<DeviceDecision>, u64) {
+        // A write invalidates before it publishes its revision, so reading the revision
+        // first makes a hit answer "as of that revision" truthfully, without the state lock.
+        let revision = self.revision();
         let now = self.now();
+        if let Some(hit) = self.cache.get(device_id, now) {
+            return (hit, revision);
+        }
         // Held across the cache insert so that no write can slip between evaluation and insert.
         let state = self.state.read();
         let decision = self.cache.get_or_compute(device_id, now, || access::decide(&state, device_id, now));

@@ -105,15 +105,49 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
     ))
 }
 
-/// The URL without its password, for messages and logs.
+/// The URL without its password (`user:***@host`, `password=***`), for messages and logs.
 pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    match rest[..authority_end]
-        .rsplit_once('@')
-        .and_then(|(credentials, host)| Some((credentials.split_once(':')?.0, host)))
-    {
-        Some((user, host)) => format!("{scheme}://{user}:***@{host}{}", &rest[authority_end..]),
+    let (url, query) = url.split_once('?').map_or((url, None), |(u, q)| (u, Some(q)));
+    let mut out = match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            let (authority, path) = rest.split_at(authority_end);
+            match authority.rsplit_once('@') {
+                Some((credentials, host)) if credentials.contains(':') => {
+                    let user = credentials.split_once(':').map_or(credentials, |(user, _)| user);
+                    format!("{scheme}://{user}:***@{host}{path}")
+                }
+                _ => format!("{scheme}://{rest}"),
+            }
+        }
         None => url.to_string(),
+    };
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => pair.to_string(),
+            })
+            .collect();
+        out = format!("{out}?{}", pairs.join("&"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn urls_lose_their_passwords() {
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db?sslmode=require"),
+            "postgres://u:***@h:5432/db?sslmode=require"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("postgres://h/db?user=u&password=secret"), "postgres://h/db?user=u&password=***");
+        assert_eq!(redact("sqlite://./data/posture.db"), "sqlite://./data/posture.db");
+        assert_eq!(redact("mysql:x"), "mysql:x");
     }
 }

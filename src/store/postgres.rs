@@ -261,6 +261,8 @@ async fn migrate_once(pool: &PgPool, create: Option<&str>, locks: bool) -> sqlx:
     // One transaction (DDL is transactional in PostgreSQL): a failed migration leaves nothing
     // behind, and the transaction-scoped lock cannot outlive it on a pooled connection.
     let mut tx = pool.begin().await?;
+    // Not "relation … already exists, skipping" on every start.
+    tx.execute("SET LOCAL client_min_messages TO WARNING").await?;
     if locks {
         sqlx::query("SELECT pg_advisory_xact_lock($1, 0)").bind(MIGRATION_LOCK).execute(&mut *tx).await?;
     }
@@ -315,7 +317,8 @@ impl Store for PostgresStore {
     }
 
     /// A receiver of the revisions committed from now on, by any replica, fed by a
-    /// `PgListener` on its own connection. It is listening when this returns.
+    /// `PgListener` on its own connection. It is listening when this returns, and keeps
+    /// listening (reconnecting as needed) until the receiver is dropped.
     async fn notifications(&self) -> Result<Option<Receiver<u64>>> {
         if !self.notify {
             return Ok(None);

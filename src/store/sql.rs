@@ -51,8 +51,7 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
 {
     for &(version, script) in migrations {
-        let applied =
-            sqlx::query_as::<DB, (i64,)>(MIGRATION_APPLIED).bind(version).fetch_optional(&mut *conn).await?;
+        let applied = sqlx::query_as::<DB, (i64,)>(MIGRATION_APPLIED).bind(version).fetch_optional(&mut *conn).await?;
         if applied.is_none() {
             tracing::info!(version, "applying migration");
             // Through `Executor::execute`, which runs every statement of the script, not
