@@ -79,6 +79,8 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<LoadReport> {
         let mut req = tonic::Request::new(CheckAccessRequest {
             user_id: crate::synthetic::user_id(i % args.users),
             device_id: crate::synthetic::device_id(i),
+            min_revision: 0,
+            ..Default::default()
         });
         if let Some(a) = &auth {
             req.metadata_mut().insert("authorization", a.clone());

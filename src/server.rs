@@ -87,6 +87,8 @@ pub async fn serve_engine(
     );
     let admin = AdminServiceServer::with_interceptor(handlers, auth::require(creds, "AdminService", &[Role::Admin]));
 
+    let (stop_following, following) = tokio::sync::watch::channel(false);
+    let follower = tokio::spawn(engine.clone().follow(following));
     let addr = listener.local_addr()?;
     // Without TCP_NODELAY, pipelined responses wait on delayed ACKs (40 ms each).
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -108,6 +110,8 @@ pub async fn serve_engine(
         .add_service(admin)
         .serve_with_incoming_shutdown(incoming, drain)
         .await?;
+    let _ = stop_following.send(true);
+    let _ = follower.await;
     tracing::info!("posture stopped");
     Ok(())
 }

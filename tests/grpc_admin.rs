@@ -10,7 +10,7 @@ use posture::proto as pb;
 use tonic::Code;
 
 fn get(id: &str) -> pb::GetPolicyRequest {
-    pb::GetPolicyRequest { policy_id: id.into() }
+    pb::GetPolicyRequest { policy_id: id.into(), ..Default::default() }
 }
 
 /// A policy as the server returns it: every settings message present, the assignment given.
@@ -29,7 +29,7 @@ fn stored(
 }
 
 async fn list(admin: &mut Admin) -> pb::ListPoliciesResponse {
-    admin.list_policies(pb::ListPoliciesRequest {}).await.unwrap().into_inner()
+    admin.list_policies(pb::ListPoliciesRequest::default()).await.unwrap().into_inner()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,7 +214,7 @@ async fn the_connector_needs_partner_version_10_1_0_and_user_groups() {
     let server = TestServer::start().await;
     let mut admin = server.admin();
     let synced = seed_directory(&mut admin).await;
-    let not_configured = admin.get_connector(pb::GetConnectorRequest {}).await.unwrap().into_inner();
+    let not_configured = admin.get_connector(pb::GetConnectorRequest::default()).await.unwrap().into_inner();
     assert_eq!(
         not_configured,
         pb::ConnectorResponse {
@@ -243,7 +243,7 @@ async fn the_connector_needs_partner_version_10_1_0_and_user_groups() {
     no_app.partner_app_id = String::new();
     let err = admin.enable_connector(no_app).await.unwrap_err();
     assert_status(&err, Code::InvalidArgument, &["partner_app_id: is required"]);
-    assert_eq!(admin.get_connector(pb::GetConnectorRequest {}).await.unwrap().into_inner(), not_configured);
+    assert_eq!(admin.get_connector(pb::GetConnectorRequest::default()).await.unwrap().into_inner(), not_configured);
 
     // 10.1.0 is the oldest that works.
     let before = now_secs();
@@ -286,7 +286,7 @@ async fn terminating_the_connector_schedules_removal_90_days_later() {
     assert_eq!(c.removal_at.unwrap().nanos, 0);
     // Its configuration is kept, for a re-enable.
     assert_eq!((c.partner_app_id.as_str(), c.partner_version.as_str()), (PARTNER_APP, PARTNER_VERSION));
-    let read = admin.get_connector(pb::GetConnectorRequest {}).await.unwrap().into_inner();
+    let read = admin.get_connector(pb::GetConnectorRequest::default()).await.unwrap().into_inner();
     assert_eq!(read.connector.unwrap(), c);
 
     let err = admin.terminate_connector(pb::TerminateConnectorRequest {}).await.unwrap_err();
@@ -307,7 +307,7 @@ async fn tenant_settings_are_validated_and_decide_devices_without_a_policy() {
     // ivy's Mac is enrolled through the partner but no policy reaches her.
     server.report(vec![mac("mac-ivy", "ivy", "C02IVY0001")]).await;
     let mut admin = server.admin();
-    let defaults = admin.get_settings(pb::GetSettingsRequest {}).await.unwrap().into_inner();
+    let defaults = admin.get_settings(pb::GetSettingsRequest::default()).await.unwrap().into_inner();
     let revision = defaults.revision;
     assert_eq!(
         defaults.settings,
@@ -329,7 +329,7 @@ async fn tenant_settings_are_validated_and_decide_devices_without_a_policy() {
     let odd = pb::UpdateSettingsRequest { settings: Some(pb::Settings { no_policy: 7, validity_days: 30 }) };
     let err = admin.update_settings(odd).await.unwrap_err();
     assert_status(&err, Code::InvalidArgument, &["settings.no_policy: 7 is not a known value"]);
-    assert_eq!(admin.get_settings(pb::GetSettingsRequest {}).await.unwrap().into_inner(), defaults);
+    assert_eq!(admin.get_settings(pb::GetSettingsRequest::default()).await.unwrap().into_inner(), defaults);
     assert_eq!(server.revision().await, revision);
 
     // Devices with no policy now count as noncompliant.
@@ -344,7 +344,10 @@ async fn tenant_settings_are_validated_and_decide_devices_without_a_policy() {
     let d = server.check("ivy", "mac-ivy").await;
     assert_decision(&d, D::Deny, S::Noncompliant, &["NO_POLICY"]);
     assert_eq!(d.reasons[0].message, "no compliance policy applies and the tenant counts such devices as noncompliant");
-    let e = server.compliance().evaluate_device(pb::EvaluateDeviceRequest { device_id: "mac-ivy".into() }).await;
+    let e = server
+        .compliance()
+        .evaluate_device(pb::EvaluateDeviceRequest { device_id: "mac-ivy".into(), ..Default::default() })
+        .await;
     let e = e.unwrap().into_inner();
     assert_eq!((state(e.state), e.policies.len(), codes(&e.reasons)), (S::Noncompliant, 0, vec!["NO_POLICY"]));
     // A Mac a policy reaches is not affected.

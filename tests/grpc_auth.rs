@@ -11,7 +11,7 @@ use posture::proto as pb;
 use tonic::Code;
 
 fn check_req() -> pb::CheckAccessRequest {
-    pb::CheckAccessRequest { user_id: "ada".into(), device_id: "mac-ada".into() }
+    pb::CheckAccessRequest { user_id: "ada".into(), device_id: "mac-ada".into(), ..Default::default() }
 }
 
 fn report_req() -> pb::ReportInventoryRequest {
@@ -26,12 +26,12 @@ async fn codes_for(server: &TestServer, secret: Option<&str>) -> [Code; 5] {
         code(
             server
                 .targeting_as(secret)
-                .resolve_enrollment(pb::ResolveEnrollmentRequest { user_id: "ada".into() })
+                .resolve_enrollment(pb::ResolveEnrollmentRequest { user_id: "ada".into(), ..Default::default() })
                 .await
                 .map(drop),
         ),
-        code(server.admin_as(secret).get_settings(pb::GetSettingsRequest {}).await.map(drop)),
-        code(server.admin_as(secret).list_policies(pb::ListPoliciesRequest {}).await.map(drop)),
+        code(server.admin_as(secret).get_settings(pb::GetSettingsRequest::default()).await.map(drop)),
+        code(server.admin_as(secret).list_policies(pb::ListPoliciesRequest::default()).await.map(drop)),
         code(server.inventory_as(secret).report_inventory(report_req()).await.map(drop)),
     ]
 }
@@ -73,7 +73,7 @@ async fn refusals_say_what_is_wrong() {
         (err.code(), err.message()),
         (Code::PermissionDenied, "credential jamf-test has the Partner role, which may not call ComplianceService")
     );
-    let err = server.admin_as(Some(GATEWAY_SECRET)).get_settings(pb::GetSettingsRequest {}).await.unwrap_err();
+    let err = server.admin_as(Some(GATEWAY_SECRET)).get_settings(pb::GetSettingsRequest::default()).await.unwrap_err();
     assert_eq!(
         (err.code(), err.message()),
         (Code::PermissionDenied, "credential test-gateway has the Gateway role, which may not call AdminService")
@@ -170,16 +170,18 @@ async fn with_no_credentials_configured_every_call_is_allowed() {
     assert!(
         server
             .targeting_as(None)
-            .resolve_enrollment(pb::ResolveEnrollmentRequest { user_id: "ada".into() })
+            .resolve_enrollment(pb::ResolveEnrollmentRequest { user_id: "ada".into(), ..Default::default() })
             .await
             .is_ok()
     );
     // Any token is ignored too.
-    assert!(server.admin_as(Some("whatever")).get_settings(pb::GetSettingsRequest {}).await.is_ok());
+    assert!(server.admin_as(Some("whatever")).get_settings(pb::GetSettingsRequest::default()).await.is_ok());
     assert_eq!(codes_for(&server, None).await, [Code::Ok; 5]);
     // The partner check is off: diagnosis does not flag the partner's permissions.
     let mut compliance = server.compliance_as(None);
-    let d = compliance.diagnose_device(pb::DiagnoseDeviceRequest { device_id: "mac-ada".into() }).await;
+    let d = compliance
+        .diagnose_device(pb::DiagnoseDeviceRequest { device_id: "mac-ada".into(), ..Default::default() })
+        .await;
     assert_eq!(d.unwrap().into_inner().findings, vec![]);
     server.stop().await;
 }

@@ -59,7 +59,11 @@ async fn a_failing_mac_within_72_hours_grace_is_allowed_in_grace_period() {
     let r = server.check("bob", "mac-bob").await;
     assert_decision(&r, D::Allow, S::InGracePeriod, &["IN_GRACE_PERIOD"]);
     // The grace period runs from the policy's creation (after the check-in) for 72 hours.
-    let policy = server.admin().get_policy(pb::GetPolicyRequest { policy_id: "baseline".into() }).await.unwrap();
+    let policy = server
+        .admin()
+        .get_policy(pb::GetPolicyRequest { policy_id: "baseline".into(), ..Default::default() })
+        .await
+        .unwrap();
     let created = policy.into_inner().policy.unwrap().updated_at.unwrap().seconds;
     let ends = posture::domain::Timestamp(created + 72 * HOUR);
     assert_eq!(
@@ -220,11 +224,16 @@ async fn evaluate_device_returns_every_configured_setting() {
     let (server, written) = server_with(vec![bob, cara]).await;
     let mut admin = server.admin();
     let updated_at = |p: pb::PolicyResponse| p.policy.unwrap().updated_at.unwrap();
-    let baseline_at =
-        updated_at(admin.get_policy(pb::GetPolicyRequest { policy_id: "baseline".into() }).await.unwrap().into_inner());
+    let baseline_at = updated_at(
+        admin
+            .get_policy(pb::GetPolicyRequest { policy_id: "baseline".into(), ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner(),
+    );
     let passwords_at = updated_at(
         admin
-            .get_policy(pb::GetPolicyRequest { policy_id: "engineering-passwords".into() })
+            .get_policy(pb::GetPolicyRequest { policy_id: "engineering-passwords".into(), ..Default::default() })
             .await
             .unwrap()
             .into_inner(),
@@ -250,7 +259,7 @@ async fn evaluate_device_returns_every_configured_setting() {
         ]
     };
     let mut compliance = server.compliance();
-    let evaluate = |id: &str| pb::EvaluateDeviceRequest { device_id: id.into() };
+    let evaluate = |id: &str| pb::EvaluateDeviceRequest { device_id: id.into(), ..Default::default() };
 
     // Bob: baseline fails on FileVault, at once (grace 0, so it ended when the policy was made).
     let r = compliance.evaluate_device(evaluate("mac-bob")).await.unwrap().into_inner();
@@ -316,7 +325,10 @@ async fn a_configured_setting_the_partner_did_not_report_is_an_error_that_denies
     let mut ada = mac("mac-ada", "ada", "C02ADA0001");
     ada.gatekeeper = pb::GatekeeperState::Unspecified as i32;
     let (server, _) = server_with(vec![ada]).await;
-    let r = server.compliance().evaluate_device(pb::EvaluateDeviceRequest { device_id: "mac-ada".into() }).await;
+    let r = server
+        .compliance()
+        .evaluate_device(pb::EvaluateDeviceRequest { device_id: "mac-ada".into(), ..Default::default() })
+        .await;
     let r = r.unwrap().into_inner();
     assert_eq!(state(r.state), S::Error);
     let gatekeeper = r.policies[0].settings.iter().find(|s| s.setting == "gatekeeper").unwrap();
@@ -341,7 +353,7 @@ async fn diagnose_device_explains_a_denial_with_cause_codes_and_remediation() {
     ])
     .await;
     let mut compliance = server.compliance();
-    let diagnose = |id: &str| pb::DiagnoseDeviceRequest { device_id: id.into() };
+    let diagnose = |id: &str| pb::DiagnoseDeviceRequest { device_id: id.into(), ..Default::default() };
     let mut findings = async |id: &str| {
         let r = compliance.diagnose_device(diagnose(id)).await.unwrap().into_inner();
         assert_eq!(r.device_id, id);
@@ -440,11 +452,17 @@ async fn a_policy_whose_group_became_a_device_group_is_explained_not_applied() {
          partner-managed Macs"
     );
     let mut compliance = server.compliance();
-    let e = compliance.evaluate_device(pb::EvaluateDeviceRequest { device_id: "mac-cara".into() }).await.unwrap();
+    let e = compliance
+        .evaluate_device(pb::EvaluateDeviceRequest { device_id: "mac-cara".into(), ..Default::default() })
+        .await
+        .unwrap();
     let e = e.into_inner();
     assert_eq!(e.policies.iter().map(|p| p.policy_id.as_str()).collect::<Vec<_>>(), ["baseline"]);
     assert_eq!(codes(&e.reasons), ["POLICY_TARGETS_DEVICE_GROUP"]);
-    let d = compliance.diagnose_device(pb::DiagnoseDeviceRequest { device_id: "mac-cara".into() }).await.unwrap();
+    let d = compliance
+        .diagnose_device(pb::DiagnoseDeviceRequest { device_id: "mac-cara".into(), ..Default::default() })
+        .await
+        .unwrap();
     let causes: Vec<String> = d.into_inner().findings.into_iter().map(|f| f.cause).collect();
     assert_eq!(causes, ["POLICY_TARGETS_DEVICE_GROUP"]);
     server.stop().await;
@@ -465,7 +483,7 @@ async fn the_compliance_summary_counts_devices_and_users_by_state_and_reason() {
         mac("mac-erin-2", "erin", "C02ERIN001"),
     ])
     .await;
-    let r = server.compliance().get_compliance_summary(pb::GetComplianceSummaryRequest {}).await.unwrap();
+    let r = server.compliance().get_compliance_summary(pb::GetComplianceSummaryRequest::default()).await.unwrap();
     let r = r.into_inner();
     assert!(r.revision >= written);
     let by_state: Vec<(S, u64)> = r.by_state.iter().map(|c| (state(c.state), c.devices)).collect();
@@ -498,7 +516,9 @@ async fn resolve_enrollment_names_the_target_and_the_deciding_groups() {
         ("not-in-the-directory", pb::EnrollmentTarget::NotTargeted, vec![], vec![]),
     ];
     for (user_id, target, include, exclude) in cases {
-        let r = targeting.resolve_enrollment(pb::ResolveEnrollmentRequest { user_id: user_id.into() }).await;
+        let r = targeting
+            .resolve_enrollment(pb::ResolveEnrollmentRequest { user_id: user_id.into(), ..Default::default() })
+            .await;
         let r = r.unwrap().into_inner();
         assert_eq!(
             r,
@@ -522,11 +542,12 @@ async fn preview_targeting_counts_an_unsaved_configuration() {
         .map(|u| mac(&format!("mac-{u}"), u, &format!("C02{}", u.to_uppercase())))
         .collect();
     let (server, written) = server_with(devices).await;
-    let connector_before = server.admin().get_connector(pb::GetConnectorRequest {}).await.unwrap().into_inner();
+    let connector_before = server.admin().get_connector(pb::GetConnectorRequest::default()).await.unwrap().into_inner();
     let mut targeting = server.targeting();
     let preview = |include: &[&str], exclude: &[&str]| pb::PreviewTargetingRequest {
         include_group_ids: strings(include),
         exclude_group_ids: strings(exclude),
+        ..Default::default()
     };
     // Ten users; mac-users minus contractors (gus) and engineering (cara) leaves six.
     let r = targeting.preview_targeting(preview(&["mac-users"], &["contractors", "engineering"])).await.unwrap();
@@ -550,7 +571,7 @@ async fn preview_targeting_counts_an_unsaved_configuration() {
         (1, 1, 1, 1, 8)
     );
     // Nothing was saved.
-    let connector_after = server.admin().get_connector(pb::GetConnectorRequest {}).await.unwrap().into_inner();
+    let connector_after = server.admin().get_connector(pb::GetConnectorRequest::default()).await.unwrap().into_inner();
     assert_eq!(connector_after, connector_before);
 
     let err = targeting.preview_targeting(preview(&["mac-users", "lab-macs"], &[])).await.unwrap_err();

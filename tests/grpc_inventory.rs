@@ -153,7 +153,10 @@ async fn a_failing_mac_keeps_its_grace_period_start_across_reports() {
     let first_failure = bob.last_check_in.unwrap().seconds;
     let first = server.report(vec![bob.clone()]).await;
     let evaluate = async || {
-        let r = server.compliance().evaluate_device(pb::EvaluateDeviceRequest { device_id: "mac-bob".into() }).await;
+        let r = server
+            .compliance()
+            .evaluate_device(pb::EvaluateDeviceRequest { device_id: "mac-bob".into(), ..Default::default() })
+            .await;
         r.unwrap().into_inner().grace_period_ends.unwrap().seconds
     };
     assert_eq!(evaluate().await, first_failure + 72 * HOUR);

@@ -143,28 +143,39 @@ const DEVICES: [(&str, &str); 6] = [
 async fn snapshot(server: &TestServer) -> Snapshot {
     let mut admin = server.admin();
     let mut compliance = server.compliance();
-    let mut connector = admin.get_connector(pb::GetConnectorRequest {}).await.unwrap().into_inner();
+    let mut connector = admin.get_connector(pb::GetConnectorRequest::default()).await.unwrap().into_inner();
     // The partner's last heartbeat is kept in memory only, since the process started.
     connector.connector.as_mut().unwrap().last_heartbeat = None;
     let mut decisions = Vec::new();
     let mut evaluations = Vec::new();
     for (user, device) in DEVICES {
         decisions.push(server.check(user, device).await);
-        let e = compliance.evaluate_device(pb::EvaluateDeviceRequest { device_id: device.into() }).await.unwrap();
+        let e = compliance
+            .evaluate_device(pb::EvaluateDeviceRequest { device_id: device.into(), ..Default::default() })
+            .await
+            .unwrap();
         evaluations.push(e.into_inner());
     }
     Snapshot {
         revision: server.revision().await,
-        policies: admin.list_policies(pb::ListPoliciesRequest {}).await.unwrap().into_inner(),
-        baseline: admin.get_policy(pb::GetPolicyRequest { policy_id: "baseline".into() }).await.unwrap().into_inner(),
+        policies: admin.list_policies(pb::ListPoliciesRequest::default()).await.unwrap().into_inner(),
+        baseline: admin
+            .get_policy(pb::GetPolicyRequest { policy_id: "baseline".into(), ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner(),
         connector,
-        settings: admin.get_settings(pb::GetSettingsRequest {}).await.unwrap().into_inner(),
+        settings: admin.get_settings(pb::GetSettingsRequest::default()).await.unwrap().into_inner(),
         decisions,
         evaluations,
-        summary: compliance.get_compliance_summary(pb::GetComplianceSummaryRequest {}).await.unwrap().into_inner(),
+        summary: compliance
+            .get_compliance_summary(pb::GetComplianceSummaryRequest::default())
+            .await
+            .unwrap()
+            .into_inner(),
         enrollment: server
             .targeting()
-            .resolve_enrollment(pb::ResolveEnrollmentRequest { user_id: "gus".into() })
+            .resolve_enrollment(pb::ResolveEnrollmentRequest { user_id: "gus".into(), ..Default::default() })
             .await
             .unwrap()
             .into_inner(),
@@ -230,7 +241,7 @@ async fn every_acknowledged_write_survives_a_restart() {
     let server = server.restart().await;
     let names: Vec<String> = server
         .admin()
-        .list_policies(pb::ListPoliciesRequest {})
+        .list_policies(pb::ListPoliciesRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -247,7 +258,7 @@ async fn every_acknowledged_write_survives_a_restart() {
     // Terminated, then restarted: still terminated, with the same removal date.
     let terminated = server.admin().terminate_connector(pb::TerminateConnectorRequest {}).await.unwrap().into_inner();
     let server = server.restart().await;
-    let read = server.admin().get_connector(pb::GetConnectorRequest {}).await.unwrap().into_inner();
+    let read = server.admin().get_connector(pb::GetConnectorRequest::default()).await.unwrap().into_inner();
     assert_eq!(read.connector.as_ref().unwrap().removal_at, terminated.connector.as_ref().unwrap().removal_at);
     assert_eq!(read.connector.unwrap().state, pb::ConnectorState::Terminated as i32);
     assert_eq!(read.revision, terminated.revision);
@@ -268,7 +279,7 @@ async fn bad_identifiers_are_invalid_arguments_naming_the_field() {
         ("ada", "mac\u{7}", "device_id: contains control characters"),
     ];
     for (user_id, device_id, message) in cases {
-        let req = pb::CheckAccessRequest { user_id: user_id.into(), device_id: device_id.into() };
+        let req = pb::CheckAccessRequest { user_id: user_id.into(), device_id: device_id.into(), ..Default::default() };
         let err = compliance.check_access(req).await.unwrap_err();
         assert_eq!((err.code(), err.message()), (Code::InvalidArgument, message));
     }
@@ -276,11 +287,20 @@ async fn bad_identifiers_are_invalid_arguments_naming_the_field() {
     let longest = "x".repeat(128);
     assert_decision(&server.check("ada", &longest).await, D::Deny, S::Unknown, &["DEVICE_UNKNOWN"]);
 
-    let err = compliance.evaluate_device(pb::EvaluateDeviceRequest { device_id: String::new() }).await.unwrap_err();
+    let err = compliance
+        .evaluate_device(pb::EvaluateDeviceRequest { device_id: String::new(), ..Default::default() })
+        .await
+        .unwrap_err();
     assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "device_id: is required"));
-    let err = compliance.diagnose_device(pb::DiagnoseDeviceRequest { device_id: long.clone() }).await.unwrap_err();
+    let err = compliance
+        .diagnose_device(pb::DiagnoseDeviceRequest { device_id: long.clone(), ..Default::default() })
+        .await
+        .unwrap_err();
     assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "device_id: is longer than 128 characters"));
-    let err = server.targeting().resolve_enrollment(pb::ResolveEnrollmentRequest { user_id: String::new() }).await;
+    let err = server
+        .targeting()
+        .resolve_enrollment(pb::ResolveEnrollmentRequest { user_id: String::new(), ..Default::default() })
+        .await;
     let err = err.unwrap_err();
     assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "user_id: is required"));
     server.stop().await;
@@ -291,12 +311,17 @@ async fn stopping_closes_the_port_even_with_a_client_connected() {
     let server = TestServer::start().await;
     seed_org(&server).await;
     let mut compliance = server.compliance();
-    compliance.check_access(pb::CheckAccessRequest { user_id: "ada".into(), device_id: "m".into() }).await.unwrap();
+    compliance
+        .check_access(pb::CheckAccessRequest { user_id: "ada".into(), device_id: "m".into(), ..Default::default() })
+        .await
+        .unwrap();
     let addr = server.addr;
     let started = std::time::Instant::now();
     server.stop().await;
     assert!(started.elapsed() < std::time::Duration::from_secs(5), "stopped in {:?}", started.elapsed());
-    let err = compliance.check_access(pb::CheckAccessRequest { user_id: "ada".into(), device_id: "m".into() }).await;
+    let err = compliance
+        .check_access(pb::CheckAccessRequest { user_id: "ada".into(), device_id: "m".into(), ..Default::default() })
+        .await;
     assert_eq!(err.unwrap_err().code(), Code::Unavailable);
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "nothing listens on {addr} any more");
 }
@@ -319,16 +344,18 @@ async fn the_demo_organisation_shows_every_outcome() {
         ("ada", "no-such-mac", D::Deny, S::Unknown, &["DEVICE_UNKNOWN"]),
     ];
     for (user_id, device_id, d, s, reasons) in cases {
-        let req = pb::CheckAccessRequest { user_id: user_id.into(), device_id: device_id.into() };
+        let req = pb::CheckAccessRequest { user_id: user_id.into(), device_id: device_id.into(), ..Default::default() };
         let r = compliance.check_access(req).await.unwrap().into_inner();
         assert_decision(&r, d, s, reasons);
         assert_eq!(r.revision, 7, "{device_id}");
     }
-    let summary = compliance.get_compliance_summary(pb::GetComplianceSummaryRequest {}).await.unwrap().into_inner();
+    let summary =
+        compliance.get_compliance_summary(pb::GetComplianceSummaryRequest::default()).await.unwrap().into_inner();
     assert_eq!((summary.devices, summary.allowed, summary.denied), (9, 2, 7));
     let preview = pb::PreviewTargetingRequest {
         include_group_ids: strings(&["mac-users"]),
         exclude_group_ids: strings(&["contractors", "engineering"]),
+        ..Default::default()
     };
     let p = server.targeting_as(gateway).preview_targeting(preview).await.unwrap().into_inner();
     assert_eq!(
@@ -337,20 +364,21 @@ async fn the_demo_organisation_shows_every_outcome() {
     );
 
     // The demo secrets: the partner may report (and nothing else), the admin may administer.
-    let ada_now = pb::CheckAccessRequest { user_id: "ada".into(), device_id: "mac-ada".into() };
+    let ada_now = pb::CheckAccessRequest { user_id: "ada".into(), device_id: "mac-ada".into(), ..Default::default() };
     let err = server.compliance_as(Some("demo-partner")).check_access(ada_now).await.unwrap_err();
     assert_status(&err, Code::PermissionDenied, &["jamf-demo"]);
     let report = pb::ReportInventoryRequest { devices: vec![mac("mac-bob", "bob", "C02BOB0001")] };
     let r = server.inventory_as(Some("demo-partner")).report_inventory(report).await.unwrap();
     assert_eq!(r.into_inner().revision, 8);
-    let bob_now = pb::CheckAccessRequest { user_id: "bob".into(), device_id: "mac-bob".into() };
+    let bob_now = pb::CheckAccessRequest { user_id: "bob".into(), device_id: "mac-bob".into(), ..Default::default() };
     assert_decision(
         &compliance.check_access(bob_now.clone()).await.unwrap().into_inner(),
         D::Allow,
         S::Compliant,
         &["COMPLIANT"],
     );
-    let connector = server.admin_as(Some("demo-admin")).get_connector(pb::GetConnectorRequest {}).await.unwrap();
+    let connector =
+        server.admin_as(Some("demo-admin")).get_connector(pb::GetConnectorRequest::default()).await.unwrap();
     assert_eq!(connector.into_inner().connector.unwrap().partner_app_id, "jamf-demo");
 
     // Restarted with --demo on the same data: not seeded again, the partner's report kept.

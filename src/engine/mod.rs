@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
 
 use parking_lot::RwLock;
 
@@ -11,7 +12,7 @@ use crate::cache::DecisionCache;
 use crate::clock::Clock;
 use crate::domain::access::{self, AccessDecision, DeviceDecision};
 use crate::domain::{Change, State, Timestamp, Touched};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::store::Store;
 
 mod admin;
@@ -23,8 +24,10 @@ pub use inventory::{ItemOutcome, ReportOutcome};
 pub struct Engine {
     store: Arc<dyn Store>,
     state: RwLock<State>,
-    /// The revision `state` reflects.
+    /// The revision `state` reflects (read on the hot path).
     revision: AtomicU64,
+    /// The same, for readers waiting for a revision to arrive.
+    applied: tokio::sync::watch::Sender<u64>,
     cache: DecisionCache,
     /// Serializes writes so that commit order is apply order.
     writes: tokio::sync::Mutex<()>,
@@ -47,6 +50,7 @@ impl Engine {
             store,
             state: RwLock::new(snapshot.state),
             revision: AtomicU64::new(snapshot.revision),
+            applied: tokio::sync::watch::Sender::new(snapshot.revision),
             cache: DecisionCache::new(cache_capacity),
             writes: tokio::sync::Mutex::new(()),
             clock,
@@ -101,10 +105,75 @@ impl Engine {
         (f(&state, now), self.revision())
     }
 
+    /// Waits until this replica has applied `revision` (read your writes through any
+    /// replica), or fails once `within` has passed.
+    pub async fn wait_for(&self, revision: u64, within: Duration) -> Result<()> {
+        if self.revision() >= revision {
+            return Ok(());
+        }
+        let mut applied = self.applied.subscribe();
+        match tokio::time::timeout(within, applied.wait_for(|r| *r >= revision)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(Error::DeadlineExceeded(format!(
+                "this replica has applied revision {}; revision {revision} did not arrive within {within:?}",
+                self.revision()
+            ))),
+        }
+    }
+
+    /// Applies every change other writers committed since this replica's revision.
+    pub async fn catch_up(&self) -> Result<u64> {
+        let _serial = self.writes.lock().await;
+        self.catch_up_locked().await
+    }
+
+    async fn catch_up_locked(&self) -> Result<u64> {
+        loop {
+            let batch = self.store.changes_since(self.revision(), 1_000).await?;
+            if batch.is_empty() {
+                return Ok(self.revision());
+            }
+            for (revision, changes) in batch {
+                self.apply(revision, changes);
+            }
+        }
+    }
+
+    /// Follows the store's change log until `shutdown`: woken by its notifications where it
+    /// has them, and polling as well, so that a lost notification only delays a change.
+    pub async fn follow(self: Arc<Self>, shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut shutdown = shutdown;
+        let mut notes = match self.store.notifications().await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "no change notifications; polling only");
+                None
+            }
+        };
+        let poll = if notes.is_some() { Duration::from_secs(2) } else { Duration::from_millis(250) };
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                note = async { match notes.as_mut() { Some(n) => n.recv().await, None => std::future::pending().await } } => {
+                    if note.is_none() {
+                        tracing::warn!("change notifications ended; polling only");
+                        notes = None;
+                    }
+                }
+                _ = tokio::time::sleep(poll) => {}
+            }
+            if let Err(e) = self.catch_up().await {
+                tracing::warn!(error = %e, revision = self.revision(), "cannot read the change log; retrying");
+            }
+        }
+    }
+
     /// Builds changes from the current state, commits them durably, then applies them.
     /// Nothing to change commits nothing and returns the current revision.
     async fn write(&self, build: impl FnOnce(&State, Timestamp) -> Result<Vec<Change>>) -> Result<u64> {
         let _serial = self.writes.lock().await;
+        // Validate against everything committed so far, by any replica.
+        self.catch_up_locked().await?;
         let now = self.now();
         let changes = {
             let state = self.state.read();
@@ -114,7 +183,12 @@ impl Engine {
             return Ok(self.revision());
         }
         let revision = self.store.commit(&changes, now.0).await?;
-        self.apply(revision, changes);
+        if revision == self.revision() + 1 {
+            self.apply(revision, changes);
+        } else {
+            // Another replica committed in between: take the log in order, ours included.
+            self.catch_up_locked().await?;
+        }
         Ok(revision)
     }
 
@@ -127,5 +201,6 @@ impl Engine {
         }
         self.cache.invalidate(&touched);
         self.revision.store(revision, Ordering::Release);
+        self.applied.send_replace(revision);
     }
 }

@@ -60,13 +60,15 @@ impl AdminService for Handlers {
 
     async fn get_policy(&self, req: Request<pb::GetPolicyRequest>) -> Result<Response<pb::PolicyResponse>, Status> {
         let policy_id = id("policy_id", &req.get_ref().policy_id)?;
+        self.at_least(&req, req.get_ref().min_revision).await?;
         Ok(Response::new(self.policy_response(&policy_id)?))
     }
 
     async fn list_policies(
         &self,
-        _req: Request<pb::ListPoliciesRequest>,
+        req: Request<pb::ListPoliciesRequest>,
     ) -> Result<Response<pb::ListPoliciesResponse>, Status> {
+        self.at_least(&req, req.get_ref().min_revision).await?;
         let (policies, revision) = self
             .engine
             .read(|state, _| state.policies().map(|p| convert::policy_out(p, state.assignment(&p.id))).collect());
@@ -129,8 +131,9 @@ impl AdminService for Handlers {
 
     async fn get_connector(
         &self,
-        _req: Request<pb::GetConnectorRequest>,
+        req: Request<pb::GetConnectorRequest>,
     ) -> Result<Response<pb::ConnectorResponse>, Status> {
+        self.at_least(&req, req.get_ref().min_revision).await?;
         Ok(Response::new(self.connector_response(None)))
     }
 
@@ -159,8 +162,9 @@ impl AdminService for Handlers {
 
     async fn get_settings(
         &self,
-        _req: Request<pb::GetSettingsRequest>,
+        req: Request<pb::GetSettingsRequest>,
     ) -> Result<Response<pb::SettingsResponse>, Status> {
+        self.at_least(&req, req.get_ref().min_revision).await?;
         Ok(Response::new(self.settings_response(None)))
     }
 

@@ -18,6 +18,7 @@ impl ComplianceService for Handlers {
         let r = req.get_ref();
         let user_id = id("user_id", &r.user_id)?;
         let device_id = id("device_id", &r.device_id)?;
+        self.at_least(&req, r.min_revision).await?;
         let (decision, revision) = self.engine.check_access(&device_id);
         Ok(Response::new(convert::access_out(&decision, &user_id, revision)))
     }
@@ -27,6 +28,7 @@ impl ComplianceService for Handlers {
         req: Request<pb::EvaluateDeviceRequest>,
     ) -> Result<Response<pb::EvaluateDeviceResponse>, Status> {
         let device_id = id("device_id", &req.get_ref().device_id)?;
+        self.at_least(&req, req.get_ref().min_revision).await?;
         let (resp, revision) = self.engine.read(|state, now| {
             let device = state.device(&device_id).ok_or_else(|| not_reported(&device_id))?;
             let eval = compliance::evaluate(state, device, now, compliance::Detail::All);
@@ -79,6 +81,7 @@ impl ComplianceService for Handlers {
         req: Request<pb::DiagnoseDeviceRequest>,
     ) -> Result<Response<pb::DiagnoseDeviceResponse>, Status> {
         let device_id = id("device_id", &req.get_ref().device_id)?;
+        self.at_least(&req, req.get_ref().min_revision).await?;
         let engine = &self.engine;
         let (found, revision) = engine.read(|state, now| {
             let credential = engine.credentials().partner_credential(&state.connector().partner_app_id);
@@ -103,8 +106,9 @@ impl ComplianceService for Handlers {
 
     async fn get_compliance_summary(
         &self,
-        _req: Request<pb::GetComplianceSummaryRequest>,
+        req: Request<pb::GetComplianceSummaryRequest>,
     ) -> Result<Response<pb::GetComplianceSummaryResponse>, Status> {
+        self.at_least(&req, req.get_ref().min_revision).await?;
         let (s, revision) = self.engine.read(summary::summarize);
         Ok(Response::new(pb::GetComplianceSummaryResponse {
             devices: s.devices,

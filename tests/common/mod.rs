@@ -219,7 +219,7 @@ impl TestServer {
 
     /// CheckAccess through the gateway credential.
     pub async fn check(&self, user_id: &str, device_id: &str) -> pb::CheckAccessResponse {
-        let req = pb::CheckAccessRequest { user_id: user_id.into(), device_id: device_id.into() };
+        let req = pb::CheckAccessRequest { user_id: user_id.into(), device_id: device_id.into(), ..Default::default() };
         self.compliance().check_access(req).await.unwrap().into_inner()
     }
 
@@ -233,7 +233,7 @@ impl TestServer {
 
     /// The current revision, as an admin read reports it.
     pub async fn revision(&self) -> u64 {
-        self.admin().get_settings(pb::GetSettingsRequest {}).await.unwrap().into_inner().revision
+        self.admin().get_settings(pb::GetSettingsRequest::default()).await.unwrap().into_inner().revision
     }
 }
 
