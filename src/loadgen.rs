@@ -80,7 +80,6 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<LoadReport> {
             user_id: crate::synthetic::user_id(i % args.users),
             device_id: crate::synthetic::device_id(i),
             min_revision: 0,
-            ..Default::default()
         });
         if let Some(a) = &auth {
             req.metadata_mut().insert("authorization", a.clone());
