@@ -27,6 +27,12 @@ use tempfile::TempDir;
 use tokio::sync::mpsc::Receiver;
 
 const DATABASE_URL: &str = "POSTURE_TEST_DATABASE_URL";
+/// Says so on the terminal even though the test harness captures `eprintln!`.
+fn skipped(why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{why}");
+}
+
 const SKIPPED: &str = "skipped: PostgreSQL conformance (set POSTURE_TEST_DATABASE_URL)";
 const NOTIFICATION_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -116,7 +122,7 @@ async fn sqlite() -> Db {
 
 async fn postgres() -> Option<Db> {
     let Some(url) = database_url() else {
-        eprintln!("{SKIPPED}");
+        skipped(SKIPPED);
         return None;
     };
     Some(Db::Postgres { url, schema: fresh_schema() })
@@ -535,7 +541,7 @@ mod postgres_only {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let Some(url) = database_url() else {
-            eprintln!("{SKIPPED}");
+            skipped(SKIPPED);
             return;
         };
         let schema = fresh_schema();
