@@ -1,6 +1,9 @@
-//! `posture loadgen`: an open-loop load generator for CheckAccess. Requests are sent at a
-//! fixed rate whatever the server does, and each latency is measured from the instant the
-//! request was *due*, so a stalled server shows up in the tail (no coordinated omission).
+//! `posture loadgen`: load generators for the benchmarks.
+//! - `check`: open-loop CheckAccess. Requests are sent at a fixed rate whatever the server
+//!   does, and each latency is measured from the instant the request was *due*, so a stalled
+//!   server shows up in the tail (no coordinated omission).
+//! - `ingest`: closed-loop ReportInventory batches, durable, for reports per second.
+//! - `lag`: a write through one replica, then how long until another serves it.
 
 use std::time::{Duration, Instant};
 
@@ -8,7 +11,180 @@ use tokio::sync::mpsc;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::proto::{CheckAccessRequest, compliance_service_client::ComplianceServiceClient};
+use crate::proto::{
+    self as pb, CheckAccessRequest, compliance_service_client::ComplianceServiceClient,
+    inventory_service_client::InventoryServiceClient,
+};
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Load {
+    /// CheckAccess at a fixed rate (open loop): latency percentiles
+    Check(LoadArgs),
+    /// ReportInventory batches as fast as the server takes them: reports per second
+    Ingest(IngestArgs),
+    /// Write through one replica, read through another: visibility lag percentiles
+    Lag(LagArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct IngestArgs {
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    pub target: String,
+    /// Reports per batch (at most 1000)
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// Batches in flight at once
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Seconds to run (at most 600)
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Devices to report: mac-0000000 … of users user-0000000 …
+    #[arg(long, default_value_t = 100_000)]
+    pub devices: usize,
+    #[arg(long, default_value_t = 100_000)]
+    pub users: usize,
+    /// The partner's bearer secret, if the server has credentials
+    #[arg(long)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct LagArgs {
+    /// The replica written to
+    #[arg(long)]
+    pub writer: String,
+    /// The replica read from
+    #[arg(long)]
+    pub reader: String,
+    /// Writes to time
+    #[arg(long, default_value_t = 200)]
+    pub writes: usize,
+    /// The partner's bearer secret (writes)
+    #[arg(long)]
+    pub partner_token: Option<String>,
+    /// A gateway's bearer secret (reads)
+    #[arg(long)]
+    pub gateway_token: Option<String>,
+}
+
+fn bearer<T>(mut req: tonic::Request<T>, token: &Option<String>) -> anyhow::Result<tonic::Request<T>> {
+    if let Some(t) = token {
+        req.metadata_mut().insert("authorization", format!("Bearer {t}").parse()?);
+    }
+    Ok(req)
+}
+
+/// A healthy partner-registered Mac's report, checked in now, with a varying OS build.
+fn report(i: usize, users: usize, now: i64, variant: u64) -> pb::DeviceReport {
+    let at = Some(prost_types::Timestamp { seconds: now, nanos: 0 });
+    pb::DeviceReport {
+        device_id: crate::synthetic::device_id(i),
+        partner_device_id: format!("jamf-{i}"),
+        serial_number: format!("C02{i:09}"),
+        name: format!("Mac {i}"),
+        model: "MacBookPro18,3".into(),
+        user_id: crate::synthetic::user_id(i % users.max(1)),
+        os_version: "14.2.1".into(),
+        os_build: format!("23C{}", 71 + variant % 1000),
+        registration: pb::Registration::Partner as i32,
+        last_check_in: at,
+        last_token_renewal: at,
+        system_integrity_protection: pb::SipState::Enabled as i32,
+        file_vault: pb::FileVaultState::AllEncrypted as i32,
+        gatekeeper: pb::GatekeeperState::AppStore as i32,
+        firewall_enabled: Some(true),
+        firewall_block_all_incoming: Some(true),
+        firewall_stealth_mode: Some(true),
+        ..Default::default()
+    }
+}
+
+fn now_secs() -> i64 {
+    use crate::clock::Clock;
+    crate::clock::SystemClock.now().0
+}
+
+/// Sends batches until the duration is up; returns (reports stored, batches, elapsed, sorted batch latencies in µs).
+pub async fn ingest(args: IngestArgs) -> anyhow::Result<(u64, u64, Duration, Vec<u64>)> {
+    anyhow::ensure!((1..=1000).contains(&args.batch), "--batch must be 1..=1000");
+    anyhow::ensure!(args.duration > 0 && args.duration <= 600, "--duration must be 1..=600 seconds");
+    anyhow::ensure!(args.concurrency > 0 && args.devices > 0, "counts must be positive");
+    let channel: Channel = Endpoint::from_shared(args.target.clone())?.connect().await?;
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(args.duration);
+    let mut tasks = Vec::new();
+    for worker in 0..args.concurrency {
+        let mut client = InventoryServiceClient::new(channel.clone());
+        let args = args.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut stored, mut batches, mut latencies) = (0u64, 0u64, Vec::new());
+            let mut n = worker as u64;
+            while Instant::now() < deadline {
+                let now = now_secs();
+                let devices = (0..args.batch)
+                    .map(|k| report((n as usize * args.batch + k) % args.devices, args.users, now, n))
+                    .collect();
+                let req = bearer(tonic::Request::new(pb::ReportInventoryRequest { devices }), &args.token)?;
+                let sent = Instant::now();
+                let r = client.report_inventory(req).await?.into_inner();
+                latencies.push(sent.elapsed().as_micros() as u64);
+                anyhow::ensure!(r.rejected == 0, "the server rejected reports: {:?}", r.results.first());
+                stored += u64::from(r.accepted);
+                batches += 1;
+                n += args.concurrency as u64;
+            }
+            anyhow::Ok((stored, batches, latencies))
+        }));
+    }
+    let (mut stored, mut batches, mut latencies) = (0, 0, Vec::new());
+    for t in tasks {
+        let (s, b, l) = t.await??;
+        stored += s;
+        batches += b;
+        latencies.extend(l);
+    }
+    latencies.sort_unstable();
+    Ok((stored, batches, start.elapsed(), latencies))
+}
+
+/// Writes one report at a time through `writer` and measures how long until `reader`
+/// answers at that revision (polling without `min_revision`). Sorted lags in µs.
+pub async fn lag(args: LagArgs) -> anyhow::Result<Vec<u64>> {
+    anyhow::ensure!(args.writes > 0 && args.writes <= 100_000, "--writes must be 1..=100000");
+    let mut writer = InventoryServiceClient::new(Endpoint::from_shared(args.writer.clone())?.connect().await?);
+    let mut reader = ComplianceServiceClient::new(Endpoint::from_shared(args.reader.clone())?.connect().await?);
+    let mut lags = Vec::with_capacity(args.writes);
+    for i in 0..args.writes {
+        let req = pb::ReportInventoryRequest { devices: vec![report(i % 100, 100, now_secs(), i as u64)] };
+        let revision = writer.report_inventory(bearer(tonic::Request::new(req), &args.partner_token)?).await?;
+        let written = Instant::now();
+        let revision = revision.into_inner().revision;
+        loop {
+            let req = CheckAccessRequest {
+                user_id: crate::synthetic::user_id(i % 100),
+                device_id: crate::synthetic::device_id(i % 100),
+                min_revision: 0,
+            };
+            let r = reader.check_access(bearer(tonic::Request::new(req), &args.gateway_token)?).await?;
+            if r.into_inner().revision >= revision {
+                break;
+            }
+            anyhow::ensure!(written.elapsed() < Duration::from_secs(30), "revision {revision} not visible after 30 s");
+        }
+        lags.push(written.elapsed().as_micros() as u64);
+    }
+    lags.sort_unstable();
+    Ok(lags)
+}
+
+/// The p-th percentile of sorted values.
+pub fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((p / 100.0) * (sorted.len() - 1) as f64).round() as usize]
+}
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadArgs {
@@ -47,11 +223,7 @@ pub struct LoadReport {
 
 impl LoadReport {
     pub fn percentile(&self, p: f64) -> u64 {
-        if self.latencies_us.is_empty() {
-            return 0;
-        }
-        let i = ((p / 100.0) * (self.latencies_us.len() - 1) as f64).round() as usize;
-        self.latencies_us[i]
+        percentile(&self.latencies_us, p)
     }
 }
 

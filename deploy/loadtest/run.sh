@@ -79,7 +79,7 @@ grep -q "status codes: [0-9]* 2xx" "$WORK/check.txt"
 for pct in 50 80; do
   rate=$(awk "BEGIN{printf \"%d\", $check * $pct / 100}")
   echo "== open loop at $pct% of peak ($rate/s for ${OPEN_SECONDS}s)"
-  $BIN loadgen --target "http://127.0.0.1:$PORT" --rate "$rate" --duration "$OPEN_SECONDS" \
+  $BIN loadgen check --target "http://127.0.0.1:$PORT" --rate "$rate" --duration "$OPEN_SECONDS" \
     --devices "$DEVICES" --users "$USERS" --token "$SECRET" --connections 4
 done
 rss=$(awk '/VmRSS/{print $2}' /proc/$SERVER/status)
