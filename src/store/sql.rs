@@ -82,7 +82,32 @@ fn statements<'a>(row: &'a Row<'a>) -> Vec<(&'static str, Vec<&'a str>)> {
     }
 }
 
-/// Writes the rows, in order, on `conn` (the caller's transaction).
+/// Runs of these upserts are sent as one multi-row statement: (table and columns, conflict
+/// clause, parameters per row).
+const USER_ROWS: (&str, &str, usize) = ("users (id, body)", "ON CONFLICT (id) DO UPDATE SET body = excluded.body", 2);
+const DEVICE_ROWS: (&str, &str, usize) = (
+    "devices (id, user_id, serial_number, body)",
+    "ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, \
+     serial_number = excluded.serial_number, body = excluded.body",
+    4,
+);
+/// Rows per multi-row statement (well under both dialects' parameter limits).
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// The multi-row form a row can join, with its parameters, if any.
+fn batchable<'a>(row: &'a Row<'a>) -> Option<((&'static str, &'static str, usize), &'a str, Vec<&'a str>)> {
+    match row {
+        Row::User(id, Some(body)) => Some((USER_ROWS, id, vec![id, body])),
+        Row::Device { id, user_id, serial, body: Some(body) } => {
+            Some((DEVICE_ROWS, id, vec![id, user_id, serial, body]))
+        }
+        _ => None,
+    }
+}
+
+/// Writes the rows, in order, on `conn` (the caller's transaction). Consecutive upserts of
+/// users or devices go out as multi-row statements, one round trip per few hundred rows; a
+/// key repeated within a run starts a new statement (one statement may not touch a row twice).
 pub(crate) async fn write_rows<DB>(conn: &mut DB::Connection, rows: &[Row<'_>]) -> sqlx::Result<()>
 where
     DB: Database,
@@ -90,14 +115,41 @@ where
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
 {
-    for row in rows {
-        for (sql, params) in statements(row) {
+    let mut i = 0;
+    while i < rows.len() {
+        if let Some((kind, _, _)) = batchable(&rows[i]) {
+            let mut keys = std::collections::HashSet::new();
+            let mut params: Vec<&str> = Vec::new();
+            while let Some((k, key, p)) = rows.get(i).and_then(batchable) {
+                if k != kind || keys.len() == ROWS_PER_STATEMENT || !keys.insert(key) {
+                    break;
+                }
+                params.extend(p);
+                i += 1;
+            }
+            let (table, conflict, width) = kind;
+            let values: Vec<String> = (0..keys.len())
+                .map(|r| {
+                    let cols: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
+                    format!("({})", cols.join(", "))
+                })
+                .collect();
+            let sql = format!("INSERT INTO {table} VALUES {} {conflict}", values.join(", "));
+            let mut query = sqlx::query::<DB>(&sql);
+            for p in params {
+                query = query.bind(p);
+            }
+            query.execute(&mut *conn).await?;
+            continue;
+        }
+        for (sql, params) in statements(&rows[i]) {
             let mut query = sqlx::query::<DB>(sql);
             for p in params {
                 query = query.bind(p);
             }
             query.execute(&mut *conn).await?;
         }
+        i += 1;
     }
     Ok(())
 }
