@@ -84,8 +84,10 @@ fn statements<'a>(row: &'a Row<'a>) -> Vec<(&'static str, Vec<&'a str>)> {
 
 /// Runs of these upserts are sent as one multi-row statement: (table and columns, conflict
 /// clause, parameters per row).
-const USER_ROWS: (&str, &str, usize) = ("users (id, body)", "ON CONFLICT (id) DO UPDATE SET body = excluded.body", 2);
-const DEVICE_ROWS: (&str, &str, usize) = (
+type MultiRow = (&'static str, &'static str, usize);
+
+const USER_ROWS: MultiRow = ("users (id, body)", "ON CONFLICT (id) DO UPDATE SET body = excluded.body", 2);
+const DEVICE_ROWS: MultiRow = (
     "devices (id, user_id, serial_number, body)",
     "ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, \
      serial_number = excluded.serial_number, body = excluded.body",
@@ -95,7 +97,7 @@ const DEVICE_ROWS: (&str, &str, usize) = (
 const ROWS_PER_STATEMENT: usize = 500;
 
 /// The multi-row form a row can join, with its parameters, if any.
-fn batchable<'a>(row: &'a Row<'a>) -> Option<((&'static str, &'static str, usize), &'a str, Vec<&'a str>)> {
+fn batchable<'a>(row: &'a Row<'a>) -> Option<(MultiRow, &'a str, Vec<&'a str>)> {
     match row {
         Row::User(id, Some(body)) => Some((USER_ROWS, id, vec![id, body])),
         Row::Device { id, user_id, serial, body: Some(body) } => {
