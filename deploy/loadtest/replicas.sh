@@ -5,6 +5,7 @@
 #   STORE_PG=postgres://postgres@127.0.0.1:5432/test deploy/loadtest/replicas.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. deploy/loadtest/lib.sh
 STORE_PG=${STORE_PG:-postgres://postgres@127.0.0.1:5432/test}
 WRITES=${WRITES:-500}
 cargo build --release --quiet
@@ -19,9 +20,8 @@ trap cleanup EXIT
 
 $BIN generate --store "$STORE" --devices 1000 --users 1000 --groups 100 2>&1 | grep -v INFO || true
 for port in 50601 50602; do
-  $BIN serve --listen 127.0.0.1:$port --store "$STORE" >"$WORK/$port.log" 2>&1 &
-  PIDS+=($!)
-  until grep -q "posture serving" "$WORK/$port.log"; do sleep 0.05; done
+  start_server "$WORK/$port.log" --listen 127.0.0.1:$port --store "$STORE"
+  PIDS+=("$SERVER")
 done
 echo "== $WRITES writes through A (50601), read through B (50602)"
 $BIN loadgen lag --writer http://127.0.0.1:50601 --reader http://127.0.0.1:50602 --writes "$WRITES" | sed 's/^/RESULT /'

@@ -7,6 +7,7 @@
 #   DEVICES=1000000 USERS=1000000 GROUP_COUNT=100000 REQUESTS=1000000 deploy/loadtest/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. deploy/loadtest/lib.sh
 
 DEVICES=${DEVICES:-100000}
 USERS=${USERS:-100000}
@@ -38,16 +39,8 @@ role = "gateway"
 secret_sha256 = ["$($BIN hash-secret $SECRET)"]
 TOML
 
-started=$(date +%s.%N)
-$BIN serve --listen 127.0.0.1:$PORT --data-dir "$WORK/data" --config "$WORK/posture.toml" >"$WORK/server.log" 2>&1 &
-SERVER=$!
-until grep -q "posture serving" "$WORK/server.log"; do
-  kill -0 $SERVER 2>/dev/null || { cat "$WORK/server.log"; exit 1; }
-  sleep 0.05
-done
-ready=$(date +%s.%N)
-rss=$(awk '/VmRSS/{print $2}' /proc/$SERVER/status)
-echo "== start-up from SQLite: $(awk "BEGIN{printf \"%.2f\", $ready - $started}") s; resident after load: $((rss / 1024)) MiB"
+start_server "$WORK/server.log" --listen 127.0.0.1:$PORT --data-dir "$WORK/data" --config "$WORK/posture.toml"
+echo "== start-up from SQLite: $STARTUP_S s; resident after load: $RSS_MIB MiB"
 
 # gRPC frames: 1 byte flag, 4 bytes length, then the protobuf message.
 python3 - "$WORK" <<'PY'
@@ -82,5 +75,4 @@ for pct in 50 80; do
   $BIN loadgen check --target "http://127.0.0.1:$PORT" --rate "$rate" --duration "$OPEN_SECONDS" \
     --devices "$DEVICES" --users "$USERS" --token "$SECRET" --connections 4
 done
-rss=$(awk '/VmRSS/{print $2}' /proc/$SERVER/status)
-echo "== resident at the end: $((rss / 1024)) MiB"
+echo "== resident at the end: $(rss_mib $SERVER) MiB"

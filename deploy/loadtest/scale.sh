@@ -7,6 +7,7 @@
 #   STORE_PG=postgres://postgres@127.0.0.1:5432/test deploy/loadtest/scale.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. deploy/loadtest/lib.sh
 
 DEVICES=${DEVICES:-1000000}
 USERS=${USERS:-1000000}
@@ -26,22 +27,12 @@ measure() { # $1 label, $2 store URL
   echo "== [$label] generating $DEVICES devices, $USERS users, $GROUP_COUNT groups"
   /usr/bin/time -f "[$label] generate: %e s, %M KiB max RSS" \
     $BIN generate --store "$store" --devices "$DEVICES" --users "$USERS" --groups "$GROUP_COUNT" 2>&1 | grep -v INFO
-  local started ready rss
-  started=$(date +%s.%N)
-  $BIN serve --listen 127.0.0.1:$PORT --store "$store" >"$WORK/server.log" 2>&1 &
-  SERVER=$!
-  until grep -q "posture serving" "$WORK/server.log"; do
-    kill -0 $SERVER 2>/dev/null || { cat "$WORK/server.log"; exit 1; }
-    sleep 0.05
-  done
-  ready=$(date +%s.%N)
-  rss=$(awk '/VmRSS/{print $2}' /proc/$SERVER/status)
-  echo "RESULT [$label] startup_s=$(awk "BEGIN{printf \"%.2f\", $ready - $started}") rss_mib=$((rss / 1024))"
+  start_server "$WORK/server.log" --listen 127.0.0.1:$PORT --store "$store"
+  echo "RESULT [$label] startup_s=$STARTUP_S rss_mib=$RSS_MIB"
   echo "== [$label] ingest: batches of 1000 for ${INGEST_SECONDS}s"
   $BIN loadgen ingest --target "http://127.0.0.1:$PORT" --duration "$INGEST_SECONDS" \
     --devices "$DEVICES" --users "$USERS" --batch 1000 --concurrency 4 | sed "s/^/RESULT [$label] /"
-  rss=$(awk '/VmRSS/{print $2}' /proc/$SERVER/status)
-  echo "RESULT [$label] rss_after_ingest_mib=$((rss / 1024))"
+  echo "RESULT [$label] rss_after_ingest_mib=$(rss_mib $SERVER)"
   kill $SERVER; wait $SERVER 2>/dev/null || true; SERVER=
 }
 
