@@ -25,6 +25,12 @@ pub enum Error {
     Unavailable(String),
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// A position (a watch cursor) outside what this server can serve.
+    #[error("{0}")]
+    OutOfRange(String),
+    /// The caller used more than its share (a watch stream that fell too far behind).
+    #[error("{0}")]
+    ResourceExhausted(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -56,6 +62,8 @@ impl From<Error> for Status {
             }
             Error::Unavailable(_) => Code::Unavailable,
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Error::OutOfRange(_) => Code::OutOfRange,
+            Error::ResourceExhausted(_) => Code::ResourceExhausted,
         };
         Status::new(code, e.to_string())
     }

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tonic::transport::Server;
@@ -12,7 +13,7 @@ use tonic_health::ServingStatus;
 use crate::auth::{self, Credentials, Role};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::engine::Engine;
+use crate::engine::{Engine, WatchConfig, Watcher};
 use crate::grpc::Handlers;
 use crate::proto::{
     self, admin_service_server::AdminServiceServer, compliance_service_server::ComplianceServiceServer,
@@ -25,6 +26,11 @@ pub const SERVICES: [&str; 4] = [
     "posture.v1.InventoryService",
     "posture.v1.AdminService",
 ];
+
+/// How long in-flight calls may take to finish once shutdown is signalled. Without a bound, a
+/// WatchCompliance client that stops reading would hold the server forever: its stream waits
+/// on HTTP/2 flow control and is never polled again, so it cannot be ended from inside.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// Opens the store, loads the state and, with `--demo`, seeds an empty store.
 pub async fn open_engine(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Engine>> {
@@ -70,8 +76,13 @@ pub async fn serve_engine(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
+    // Both follow the engine until shutdown; the watcher is hooked before anything is served.
+    let (stop_following, following) = tokio::sync::watch::channel(false);
+    let follower = tokio::spawn(engine.clone().follow(following.clone()));
+    let (watcher, watching) = Watcher::spawn(engine.clone(), WatchConfig::default(), following);
+
     let creds = engine.credentials().clone();
-    let handlers = Handlers { engine: engine.clone() };
+    let handlers = Handlers { engine: engine.clone(), watcher: watcher.clone() };
     const READERS: &[Role] = &[Role::Admin, Role::Gateway];
     let compliance = ComplianceServiceServer::with_interceptor(
         handlers.clone(),
@@ -87,20 +98,22 @@ pub async fn serve_engine(
     );
     let admin = AdminServiceServer::with_interceptor(handlers, auth::require(creds, "AdminService", &[Role::Admin]));
 
-    let (stop_following, following) = tokio::sync::watch::channel(false);
-    let follower = tokio::spawn(engine.clone().follow(following));
     let addr = listener.local_addr()?;
     // Without TCP_NODELAY, pipelined responses wait on delayed ACKs (40 ms each).
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tracing::info!(%addr, revision = engine.revision(), "posture serving");
+    let (drained, draining) = tokio::sync::oneshot::channel::<()>();
     let drain = async move {
         shutdown.await;
         tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
         for name in SERVICES.iter().chain(&[""]) {
             health.set_service_status(*name, ServingStatus::NotServing).await;
         }
+        // WatchCompliance streams never end by themselves: end them, so draining can finish.
+        watcher.close();
+        let _ = drained.send(());
     };
-    Server::builder()
+    let serving = Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -108,10 +121,23 @@ pub async fn serve_engine(
         .add_service(targeting)
         .add_service(inventory)
         .add_service(admin)
-        .serve_with_incoming_shutdown(incoming, drain)
-        .await?;
+        .serve_with_incoming_shutdown(incoming, drain);
+    let drain_limit = async {
+        match draining.await {
+            Ok(()) => tokio::time::sleep(DRAIN_LIMIT).await,
+            Err(_) => std::future::pending().await, // the server ended without a shutdown signal
+        }
+    };
+    tokio::select! {
+        served = serving => served?,
+        () = drain_limit => tracing::warn!(
+            limit = ?DRAIN_LIMIT,
+            "calls still in flight after the drain limit (a client not reading its stream?); leaving them"
+        ),
+    }
     let _ = stop_following.send(true);
     let _ = follower.await;
+    let _ = watching.await;
     tracing::info!("posture stopped");
     Ok(())
 }

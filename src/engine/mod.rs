@@ -17,9 +17,14 @@ use crate::store::Store;
 
 mod admin;
 mod inventory;
+pub mod watch;
 
 pub use admin::{GroupTargets, check_user_groups};
 pub use inventory::{ItemOutcome, ReportOutcome};
+pub use watch::{WatchConfig, Watcher};
+
+/// What `apply` tells a watcher: the revision just applied and the decisions it can have changed.
+pub type Applied = (u64, Touched);
 
 pub struct Engine {
     store: Arc<dyn Store>,
@@ -35,6 +40,8 @@ pub struct Engine {
     credentials: Arc<Credentials>,
     /// The partner's last report, in seconds (0: none since start). Not a decision input.
     last_heartbeat: AtomicI64,
+    /// Where `apply` sends what it applied, when a watcher listens (see [`Engine::watch_applied`]).
+    applied_hook: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedSender<Applied>>>,
 }
 
 impl Engine {
@@ -56,6 +63,7 @@ impl Engine {
             clock,
             credentials,
             last_heartbeat: AtomicI64::new(0),
+            applied_hook: parking_lot::Mutex::new(None),
         })
     }
 
@@ -96,6 +104,14 @@ impl Engine {
         let now = self.now();
         let state = self.state.read();
         access::for_user(&access::decide(&state, device_id, now), user_id)
+    }
+
+    /// From now on, every applied revision that can change a decision is sent, in order, to
+    /// the returned receiver (replacing any earlier one). For the watcher; sending never blocks.
+    pub fn watch_applied(&self) -> tokio::sync::mpsc::UnboundedReceiver<Applied> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        *self.applied_hook.lock() = Some(tx);
+        rx
     }
 
     /// Runs a read against the state at `now`, returning the revision it saw.
@@ -202,5 +218,11 @@ impl Engine {
         self.cache.invalidate(&touched);
         self.revision.store(revision, Ordering::Release);
         self.applied.send_replace(revision);
+        // Still under the write lock: the watcher sees revisions in order, each already applied.
+        if (touched.all || !touched.devices.is_empty())
+            && let Some(hook) = &*self.applied_hook.lock()
+        {
+            let _ = hook.send((revision, touched));
+        }
     }
 }

@@ -1,16 +1,22 @@
 //! `posture.v1.ComplianceService`.
 
+use std::pin::Pin;
+
+use futures_util::Stream;
 use tonic::{Request, Response, Status};
 
 use super::Handlers;
 use super::convert::{self, id};
 use crate::domain::compliance;
 use crate::domain::{access, diagnosis, summary};
+use crate::engine::watch::Start;
 use crate::error::Error;
 use crate::proto::{self as pb, compliance_service_server::ComplianceService};
 
 #[tonic::async_trait]
 impl ComplianceService for Handlers {
+    type WatchComplianceStream = Pin<Box<dyn Stream<Item = Result<pb::ComplianceEvent, Status>> + Send>>;
+
     async fn check_access(
         &self,
         req: Request<pb::CheckAccessRequest>,
@@ -130,6 +136,25 @@ impl ComplianceService for Handlers {
                 .collect(),
             revision,
         }))
+    }
+
+    async fn watch_compliance(
+        &self,
+        req: Request<pb::WatchComplianceRequest>,
+    ) -> Result<Response<Self::WatchComplianceStream>, Status> {
+        let r = req.into_inner();
+        let device_ids = convert::ids("device_ids", &r.device_ids, convert::MAX_BATCH)?;
+        let start = match (r.after_cursor, r.from_revision) {
+            (0, 0) => Start::Now,
+            (0, revision) => Start::FromRevision(revision),
+            (cursor, _) => Start::AfterCursor(cursor),
+        };
+        let subscription = self.watcher.subscribe(start, device_ids).await?;
+        let events = futures_util::stream::unfold(subscription, |mut s| async move {
+            let item = s.next().await?;
+            Some((item.map(|e| convert::event_out(&e)).map_err(Status::from), s))
+        });
+        Ok(Response::new(Box::pin(events)))
     }
 }
 

@@ -5,6 +5,7 @@ use crate::domain::access::{self, DeviceDecision, Reason};
 use crate::domain::compliance::ComplianceState;
 use crate::domain::model::{self as m, Timestamp};
 use crate::domain::version::{OsBuild, OsVersion};
+use crate::engine::watch::{Cause, WatchEvent};
 use crate::error::{Error, Result};
 use crate::proto as pb;
 
@@ -438,5 +439,26 @@ pub fn access_out(d: &DeviceDecision, user_id: &str, revision: u64) -> pb::Check
         reasons: other.iter().chain(own).map(reason_out).collect(),
         revision,
         valid_until: d.valid_until.map(timestamp),
+    }
+}
+
+/// A watch event, for its device's primary user.
+pub fn event_out(e: &WatchEvent) -> pb::ComplianceEvent {
+    let d = &e.decision;
+    pb::ComplianceEvent {
+        cursor: e.cursor,
+        revision: e.revision,
+        device_id: d.device_id.clone(),
+        user_id: e.user_id.clone(),
+        decision: decision_out(d.allow),
+        state: state_out(d.state),
+        reasons: d.reasons.iter().map(reason_out).collect(),
+        at: Some(timestamp(e.at)),
+        cause: (match e.cause {
+            Cause::DataChanged => pb::compliance_event::Cause::DataChanged,
+            Cause::TimePassed => pb::compliance_event::Cause::TimePassed,
+            Cause::Snapshot => pb::compliance_event::Cause::Snapshot,
+        }) as i32,
+        snapshot: e.snapshot,
     }
 }

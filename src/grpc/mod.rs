@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tonic::Request;
 
-use crate::engine::Engine;
+use crate::engine::{Engine, Watcher};
 use crate::error::Result;
 
 pub mod admin;
@@ -15,10 +15,11 @@ pub mod convert;
 pub mod inventory;
 pub mod targeting;
 
-/// The handlers' shared state: the engine.
+/// The handlers' shared state: the engine, and the watcher of its decisions.
 #[derive(Clone)]
 pub struct Handlers {
     pub engine: Arc<Engine>,
+    pub watcher: Arc<Watcher>,
 }
 
 const DEFAULT_WAIT: Duration = Duration::from_secs(5);
