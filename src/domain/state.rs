@@ -47,6 +47,30 @@ impl Touched {
     }
 }
 
+/// Dense numbers for member ids (users, devices, or ids not known yet), so that counting over
+/// a million users is array work rather than hashing (PreviewTargeting).
+#[derive(Debug, Default, Clone)]
+struct Slots {
+    of: HashMap<String, u32>,
+    /// Per slot: is it a known user?
+    is_user: Vec<bool>,
+    /// Per slot: how many devices have it as their primary user.
+    devices: Vec<u32>,
+}
+
+impl Slots {
+    fn slot(&mut self, id: &str) -> usize {
+        if let Some(s) = self.of.get(id) {
+            return *s as usize;
+        }
+        let s = self.is_user.len();
+        self.of.insert(id.to_string(), s as u32);
+        self.is_user.push(false);
+        self.devices.push(0);
+        s
+    }
+}
+
 /// Above this many affected devices a change simply drops every cached decision.
 const TOUCH_ALL_ABOVE: usize = 10_000;
 
@@ -65,6 +89,9 @@ pub struct State {
     /// The connector's include and exclude groups as sets.
     connector_targets: Targets,
     settings: TenantSettings,
+    slots: Slots,
+    /// user group id → its members' slots
+    group_slots: HashMap<String, Vec<u32>>,
 }
 
 static EMPTY: Vec<String> = Vec::new();
@@ -124,16 +151,31 @@ impl State {
         &self.settings
     }
 
+    /// The members' slots of a user group (empty for other groups).
+    pub fn group_member_slots(&self, group_id: &str) -> &[u32] {
+        self.group_slots.get(group_id).map_or(&[], Vec::as_slice)
+    }
+
+    /// Per slot (see [`State::group_member_slots`]): whether it is a known user, and how many
+    /// devices it is the primary user of.
+    pub fn slots(&self) -> (&[bool], &[u32]) {
+        (&self.slots.is_user, &self.slots.devices)
+    }
+
     /// Applies one change and says which decisions it can have changed.
     pub fn apply(&mut self, change: Change) -> Touched {
         match change {
             Change::PutUser(user) => {
                 let touched = self.devices_of_users([user.id.as_str()]);
+                let slot = self.slots.slot(&user.id);
+                self.slots.is_user[slot] = true;
                 self.users.insert(user.id.clone(), user);
                 touched
             }
             Change::DeleteUser(id) => {
                 let touched = self.devices_of_users([id.as_str()]);
+                let slot = self.slots.slot(&id);
+                self.slots.is_user[slot] = false;
                 self.users.remove(&id);
                 touched
             }
@@ -147,11 +189,17 @@ impl State {
                 for m in &group.members {
                     self.member_of.entry(m.clone()).or_default().push(group.id.clone());
                 }
+                self.group_slots.remove(&group.id);
+                if group.kind == GroupKind::User {
+                    let slots = group.members.iter().map(|m| self.slots.slot(m) as u32).collect();
+                    self.group_slots.insert(group.id.clone(), slots);
+                }
                 self.groups.insert(group.id.clone(), group);
                 touched
             }
             Change::DeleteGroup(id) => match self.groups.remove(&id) {
                 Some(old) => {
+                    self.group_slots.remove(&id);
                     self.unindex_members(&old);
                     self.group_touch(Some(&old))
                 }
@@ -161,9 +209,10 @@ impl State {
                 let mut touched = Touched::default();
                 if let Some(old) = self.devices.remove(&device.id) {
                     touched.devices.extend(self.devices_with_serial(&old.serial_number).iter().cloned());
-                    remove_from(&mut self.devices_by_user, &old.user_id, &old.id);
-                    remove_from(&mut self.devices_by_serial, &old.serial_number, &old.id);
+                    self.unindex_device(&old);
                 }
+                let slot = self.slots.slot(&device.user_id);
+                self.slots.devices[slot] += 1;
                 self.devices_by_user.entry(device.user_id.clone()).or_default().push(device.id.clone());
                 let same_serial = self.devices_by_serial.entry(device.serial_number.clone()).or_default();
                 same_serial.push(device.id.clone());
@@ -175,8 +224,7 @@ impl State {
                 let mut touched = Touched::default();
                 if let Some(old) = self.devices.remove(&id) {
                     touched.devices.extend(self.devices_with_serial(&old.serial_number).iter().cloned());
-                    remove_from(&mut self.devices_by_user, &old.user_id, &old.id);
-                    remove_from(&mut self.devices_by_serial, &old.serial_number, &old.id);
+                    self.unindex_device(&old);
                 }
                 touched
             }
@@ -230,6 +278,13 @@ impl State {
             GroupKind::User => self.devices_of_users(group.members.iter().map(String::as_str)),
             GroupKind::Device => Touched { all: false, devices: group.members.iter().cloned().collect() },
         }
+    }
+
+    fn unindex_device(&mut self, old: &Device) {
+        remove_from(&mut self.devices_by_user, &old.user_id, &old.id);
+        remove_from(&mut self.devices_by_serial, &old.serial_number, &old.id);
+        let slot = self.slots.slot(&old.user_id);
+        self.slots.devices[slot] -= 1;
     }
 
     fn unindex_members(&mut self, group: &Group) {

@@ -96,25 +96,27 @@ pub struct Preview {
 /// Counts over every known user: excluded are the users in an exclude group (whether or not
 /// also included), to the partner those in an include group and no exclude group.
 pub fn preview(state: &State, include: &[String], exclude: &[String]) -> Preview {
-    let members = |ids: &[String]| -> HashSet<&str, RandomState> {
-        let mut set = HashSet::default();
-        for g in ids.iter().filter_map(|id| state.group(id)).filter(|g| g.kind == GroupKind::User) {
-            set.extend(g.members.iter().map(String::as_str));
+    let (is_user, devices) = state.slots();
+    let mark = |ids: &[String]| {
+        let mut set = vec![false; is_user.len()];
+        for id in ids {
+            for s in state.group_member_slots(id) {
+                set[*s as usize] = true;
+            }
         }
-        set.retain(|u| state.user(u).is_some());
         set
     };
-    let excluded = members(exclude);
-    let included = members(include);
-    let devices = |u: &str| state.devices_of_user(u).len() as u64;
+    let (excluded, included) = (mark(exclude), mark(include));
     let mut p = Preview::default();
-    for u in &excluded {
-        p.users_excluded += 1;
-        p.devices_excluded += devices(u);
-    }
-    for u in included.iter().filter(|u| !excluded.contains(*u)) {
-        p.users_to_partner += 1;
-        p.devices_to_partner += devices(u);
+    for slot in (0..is_user.len()).filter(|s| is_user[*s]) {
+        let n = u64::from(devices[slot]);
+        if excluded[slot] {
+            p.users_excluded += 1;
+            p.devices_excluded += n;
+        } else if included[slot] {
+            p.users_to_partner += 1;
+            p.devices_to_partner += n;
+        }
     }
     p.users_not_targeted = state.user_count() as u64 - p.users_to_partner - p.users_excluded;
     p.devices_not_targeted = state.device_count() as u64 - p.devices_to_partner - p.devices_excluded;
