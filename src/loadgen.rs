@@ -178,6 +178,44 @@ pub async fn lag(args: LagArgs) -> anyhow::Result<Vec<u64>> {
     Ok(lags)
 }
 
+/// Closed loop: `concurrency` callers, each sending its next request when the last is answered.
+async fn closed_loop(
+    args: &LoadArgs,
+    clients: &[ComplianceServiceClient<Channel>],
+    request: &(dyn Fn(usize) -> tonic::Request<CheckAccessRequest> + Sync),
+) -> anyhow::Result<LoadReport> {
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(args.duration);
+    let callers = (0..args.concurrency.max(1)).map(|c| {
+        let mut client = clients[c % clients.len()].clone();
+        async move {
+            let (mut ok, mut errors, mut latencies, mut n) = (0u64, 0u64, Vec::new(), c);
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                match client.check_access(request(n)).await {
+                    Ok(_) => {
+                        ok += 1;
+                        latencies.push(sent.elapsed().as_micros() as u64);
+                    }
+                    Err(_) => errors += 1,
+                }
+                n += args.concurrency;
+            }
+            (ok, errors, latencies)
+        }
+    });
+    let results = futures_util::future::join_all(callers).await;
+    let mut report = LoadReport { sent: 0, ok: 0, errors: 0, elapsed: start.elapsed(), latencies_us: Vec::new() };
+    for (ok, errors, latencies) in results {
+        report.ok += ok;
+        report.errors += errors;
+        report.latencies_us.extend(latencies);
+    }
+    report.sent = report.ok + report.errors;
+    report.latencies_us.sort_unstable();
+    Ok(report)
+}
+
 /// The p-th percentile of sorted values.
 pub fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
@@ -191,9 +229,13 @@ pub struct LoadArgs {
     /// Server address
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     pub target: String,
-    /// Requests per second
+    /// Requests per second; 0 runs closed loop instead (as fast as `--concurrency` callers
+    /// get answers), to find this client's peak
     #[arg(long)]
     pub rate: u64,
+    /// Callers in flight in closed loop
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
     /// Seconds to run (bounded: at most 600)
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
@@ -228,7 +270,6 @@ impl LoadReport {
 }
 
 pub async fn run(args: LoadArgs) -> anyhow::Result<LoadReport> {
-    anyhow::ensure!(args.rate > 0, "--rate must be positive");
     anyhow::ensure!(args.duration > 0 && args.duration <= 600, "--duration must be 1..=600 seconds");
     anyhow::ensure!(args.users > 0 && args.devices > 0 && args.connections > 0, "counts must be positive");
     let mut clients = Vec::new();
@@ -240,14 +281,8 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<LoadReport> {
         Some(t) => Some(format!("Bearer {t}").parse()?),
         None => None,
     };
-    let total = args.rate * args.duration;
-    let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
-    let (tx, mut rx) = mpsc::unbounded_channel::<Result<u64, ()>>();
-    let start = Instant::now();
-    for n in 0..total {
-        let due = start + interval.mul_f64(n as f64);
-        tokio::time::sleep_until(due.into()).await;
-        let i = (n as usize * 7919) % args.devices;
+    let request = |n: usize| -> tonic::Request<CheckAccessRequest> {
+        let i = (n * 7919) % args.devices;
         let mut req = tonic::Request::new(CheckAccessRequest {
             user_id: crate::synthetic::user_id(i % args.users),
             device_id: crate::synthetic::device_id(i),
@@ -256,6 +291,19 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<LoadReport> {
         if let Some(a) = &auth {
             req.metadata_mut().insert("authorization", a.clone());
         }
+        req
+    };
+    if args.rate == 0 {
+        return closed_loop(&args, &clients, &request).await;
+    }
+    let total = args.rate * args.duration;
+    let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
+    let (tx, mut rx) = mpsc::unbounded_channel::<Result<u64, ()>>();
+    let start = Instant::now();
+    for n in 0..total {
+        let due = start + interval.mul_f64(n as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let req = request(n as usize);
         let mut client = clients[n as usize % clients.len()].clone();
         let tx = tx.clone();
         tokio::spawn(async move {
