@@ -68,3 +68,55 @@ impl DecisionCache {
         self.inner.entry_count()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::domain::access::DeviceDecision;
+    use crate::domain::compliance::ComplianceState;
+
+    fn decision(valid_until: Option<Timestamp>) -> DeviceDecision {
+        DeviceDecision {
+            device_id: "mac".into(),
+            primary_user_id: Some("ada".into()),
+            allow: true,
+            state: ComplianceState::Compliant,
+            reasons: vec![],
+            valid_until,
+        }
+    }
+
+    #[test]
+    fn concurrent_misses_on_one_key_evaluate_once() {
+        let cache = DecisionCache::new(100);
+        let evaluations = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    cache.get_or_compute("mac", Timestamp(0), || {
+                        evaluations.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                        decision(None)
+                    })
+                });
+            }
+        });
+        assert_eq!(evaluations.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn an_entry_stops_holding_at_its_valid_until() {
+        let cache = DecisionCache::new(100);
+        cache.get_or_compute("mac", Timestamp(10), || decision(Some(Timestamp(20))));
+        assert!(cache.get("mac", Timestamp(19)).is_some());
+        assert!(cache.get("mac", Timestamp(20)).is_none(), "at valid_until the entry no longer holds");
+        let evaluated = AtomicUsize::new(0);
+        cache.get_or_compute("mac", Timestamp(20), || {
+            evaluated.fetch_add(1, Ordering::SeqCst);
+            decision(Some(Timestamp(30)))
+        });
+        assert_eq!(evaluated.load(Ordering::SeqCst), 1, "an expired entry is evaluated again");
+    }
+}

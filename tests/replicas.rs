@@ -162,3 +162,46 @@ async fn a_revision_that_never_arrives_fails_at_the_deadline() {
     a.stop().await;
     drop_schema(&url).await;
 }
+
+/// The next event on a watch stream, within 10 s.
+async fn next_event(events: &mut tonic::Streaming<pb::ComplianceEvent>) -> pb::ComplianceEvent {
+    tokio::time::timeout(Duration::from_secs(10), events.message())
+        .await
+        .expect("an event within 10 s")
+        .unwrap()
+        .expect("the stream is still open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_on_one_replica_streams_writes_made_through_another_once_and_in_order() {
+    let Some(url) = store_url("watch") else { return };
+    let a = replica(&url).await;
+    let b = replica(&url).await;
+    seed_org_with(&a, 0).await;
+    let mut events = b.compliance().watch_compliance(pb::WatchComplianceRequest::default()).await.unwrap().into_inner();
+
+    let mut failing = mac("mac-bob", "bob", "C02BOB0001");
+    failing.file_vault = pb::FileVaultState::NotEncrypted as i32;
+    let first = a.report(vec![failing]).await.revision;
+    let e = next_event(&mut events).await;
+    assert_eq!((e.device_id.as_str(), e.decision, e.revision), ("mac-bob", pb::Decision::Deny as i32, first));
+    let cursor = e.cursor;
+    drop(events);
+
+    // While nobody watches, two more changes; a reconnect with the last cursor gets exactly them.
+    let second = a.report(vec![mac("mac-bob", "bob", "C02BOB0001")]).await.revision;
+    let third = a.report(vec![mac("mac-ada", "ada", "C02ADA0001")]).await.revision;
+    let req = pb::WatchComplianceRequest { after_cursor: cursor, ..Default::default() };
+    let mut events = b.compliance().watch_compliance(req).await.unwrap().into_inner();
+    let e2 = next_event(&mut events).await;
+    let e3 = next_event(&mut events).await;
+    assert_eq!((e2.device_id.as_str(), e2.decision, e2.revision), ("mac-bob", pb::Decision::Allow as i32, second));
+    assert_eq!((e3.device_id.as_str(), e3.decision, e3.revision), ("mac-ada", pb::Decision::Allow as i32, third));
+    assert_eq!((e2.cursor, e3.cursor), (cursor + 1, cursor + 2), "consecutive, none repeated");
+    let quiet = tokio::time::timeout(Duration::from_millis(300), events.message()).await;
+    assert!(quiet.is_err(), "nothing else arrives: {quiet:?}");
+    drop(events);
+    a.stop().await;
+    b.stop().await;
+    drop_schema(&url).await;
+}
