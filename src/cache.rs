@@ -39,19 +39,15 @@ impl DecisionCache {
         now: Timestamp,
         compute: impl Fn() -> DeviceDecision,
     ) -> Arc<DeviceDecision> {
-        if let Some(d) = self.inner.get(device_id) {
-            if d.valid_until.is_none_or(|t| now < t) {
-                return d;
-            }
-            self.inner.invalidate(device_id);
-        }
+        let holds = |d: &Arc<DeviceDecision>| d.valid_until.is_none_or(|t| now < t);
         let d = self.inner.get_with_by_ref(device_id, || Arc::new(compute()));
-        if d.valid_until.is_some_and(|t| now >= t) {
-            // Another caller's entry, made at an earlier instant, that no longer holds.
-            self.inner.invalidate(device_id);
-            return Arc::new(compute());
+        if holds(&d) {
+            return d;
         }
-        d
+        // An entry made at an earlier instant that no longer holds: replace it.
+        self.inner.invalidate(device_id);
+        let d = self.inner.get_with_by_ref(device_id, || Arc::new(compute()));
+        if holds(&d) { d } else { Arc::new(compute()) }
     }
 
     pub fn invalidate(&self, touched: &Touched) {

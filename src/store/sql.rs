@@ -4,6 +4,8 @@
 //! What differs between the backends (how a revision is numbered and published, how a
 //! transaction begins) stays in `sqlite.rs` and `postgres.rs`.
 
+use std::borrow::Cow;
+
 use futures_util::TryStreamExt;
 use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 
@@ -20,15 +22,10 @@ pub(crate) const MAX_REVISION: &str = "SELECT COALESCE(MAX(revision), 0) FROM ch
 
 const CHANGES_SINCE: &str = "SELECT revision, changes FROM change_log WHERE revision > $1 ORDER BY revision LIMIT $2";
 
-const PUT_USER: &str =
-    "INSERT INTO users (id, body) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET body = excluded.body";
 const DELETE_USER: &str = "DELETE FROM users WHERE id = $1";
 const PUT_GROUP: &str = "INSERT INTO groups (id, kind, body) VALUES ($1, $2, $3) \
      ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, body = excluded.body";
 const DELETE_GROUP: &str = "DELETE FROM groups WHERE id = $1";
-const PUT_DEVICE: &str = "INSERT INTO devices (id, user_id, serial_number, body) VALUES ($1, $2, $3, $4) \
-     ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, \
-     serial_number = excluded.serial_number, body = excluded.body";
 const DELETE_DEVICE: &str = "DELETE FROM devices WHERE id = $1";
 const PUT_POLICY: &str =
     "INSERT INTO policies (id, body) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET body = excluded.body";
@@ -64,21 +61,27 @@ where
     Ok(())
 }
 
-/// The statements, with their text parameters in order, that write one row.
-fn statements<'a>(row: &'a Row<'a>) -> Vec<(&'static str, Vec<&'a str>)> {
+/// The statements, with their text parameters in order, that write one row. (Upserts of
+/// users and devices usually go out several rows at a time: see [`write_rows`].)
+fn statements<'a>(row: &'a Row<'a>) -> Vec<(Cow<'static, str>, Vec<&'a str>)> {
+    fn one<'a>(sql: &'static str, params: Vec<&'a str>) -> Vec<(Cow<'static, str>, Vec<&'a str>)> {
+        vec![(Cow::Borrowed(sql), params)]
+    }
     match row {
-        Row::User(id, Some(body)) => vec![(PUT_USER, vec![id, body])],
-        Row::User(id, None) => vec![(DELETE_USER, vec![id])],
-        Row::Group(id, kind, Some(body)) => vec![(PUT_GROUP, vec![id, kind, body])],
-        Row::Group(id, _, None) => vec![(DELETE_GROUP, vec![id])],
-        Row::Device { id, user_id, serial, body: Some(body) } => vec![(PUT_DEVICE, vec![id, user_id, serial, body])],
-        Row::Device { id, body: None, .. } | Row::DeleteDevice(id) => vec![(DELETE_DEVICE, vec![id])],
-        Row::Policy(id, Some(body)) => vec![(PUT_POLICY, vec![id, body])],
+        Row::User(id, Some(body)) => vec![(multi_row_sql(USER_ROWS, 1).into(), vec![id, body])],
+        Row::User(id, None) => one(DELETE_USER, vec![id]),
+        Row::Group(id, kind, Some(body)) => one(PUT_GROUP, vec![id, kind, body]),
+        Row::Group(id, _, None) => one(DELETE_GROUP, vec![id]),
+        Row::Device { id, user_id, serial, body: Some(body) } => {
+            vec![(multi_row_sql(DEVICE_ROWS, 1).into(), vec![id, user_id, serial, body])]
+        }
+        Row::Device { id, body: None, .. } | Row::DeleteDevice(id) => one(DELETE_DEVICE, vec![id]),
+        Row::Policy(id, Some(body)) => one(PUT_POLICY, vec![id, body]),
         // A deleted policy takes its assignment with it.
-        Row::Policy(id, None) => vec![(DELETE_ASSIGNMENT, vec![id]), (DELETE_POLICY, vec![id])],
-        Row::Assignment(id, Some(body)) => vec![(PUT_ASSIGNMENT, vec![id, body])],
-        Row::Assignment(id, None) => vec![(DELETE_ASSIGNMENT, vec![id])],
-        Row::Singleton(name, body) => vec![(PUT_SINGLETON, vec![name, body])],
+        Row::Policy(id, None) => vec![(DELETE_ASSIGNMENT.into(), vec![id]), (DELETE_POLICY.into(), vec![id])],
+        Row::Assignment(id, Some(body)) => one(PUT_ASSIGNMENT, vec![id, body]),
+        Row::Assignment(id, None) => one(DELETE_ASSIGNMENT, vec![id]),
+        Row::Singleton(name, body) => one(PUT_SINGLETON, vec![name, body]),
     }
 }
 
@@ -95,6 +98,17 @@ const DEVICE_ROWS: MultiRow = (
 );
 /// Rows per multi-row statement (well under both dialects' parameter limits).
 const ROWS_PER_STATEMENT: usize = 500;
+
+/// The upsert of `rows` rows of one kind: `INSERT INTO t (…) VALUES ($1, …), (…) ON CONFLICT …`.
+fn multi_row_sql((table, conflict, width): MultiRow, rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|r| {
+            let cols: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
+            format!("({})", cols.join(", "))
+        })
+        .collect();
+    format!("INSERT INTO {table} VALUES {} {conflict}", values.join(", "))
+}
 
 /// The multi-row form a row can join, with its parameters, if any.
 fn batchable<'a>(row: &'a Row<'a>) -> Option<(MultiRow, &'a str, Vec<&'a str>)> {
@@ -129,14 +143,7 @@ where
                 params.extend(p);
                 i += 1;
             }
-            let (table, conflict, width) = kind;
-            let values: Vec<String> = (0..keys.len())
-                .map(|r| {
-                    let cols: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
-                    format!("({})", cols.join(", "))
-                })
-                .collect();
-            let sql = format!("INSERT INTO {table} VALUES {} {conflict}", values.join(", "));
+            let sql = multi_row_sql(kind, keys.len());
             let mut query = sqlx::query::<DB>(&sql);
             for p in params {
                 query = query.bind(p);
@@ -145,7 +152,7 @@ where
             continue;
         }
         for (sql, params) in statements(&rows[i]) {
-            let mut query = sqlx::query::<DB>(sql);
+            let mut query = sqlx::query::<DB>(&sql);
             for p in params {
                 query = query.bind(p);
             }
