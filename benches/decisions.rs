@@ -19,14 +19,14 @@ fn now() -> posture::domain::Timestamp {
 
 /// CheckAccess answered from the cache: 10,000 users and Macs, 10 full policies, one warm key.
 fn cache_hit(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let engine = rt.block_on(async {
         let spec = Spec { users: 10_000, devices: 10_000, groups: 1_000, now: now(), ..Spec::default() };
         let store = Arc::new(MemoryStore::default());
         let mut chunks = Vec::new();
         synthetic::organisation(spec, |ch| chunks.push(ch), 10_000);
-        for ch in chunks {
-            posture::store::Store::commit(store.as_ref(), &ch, 0).await.expect("commit");
+        for (expected, ch) in chunks.iter().enumerate() {
+            posture::store::Store::commit(store.as_ref(), expected as u64, ch, 0).await.expect("commit");
         }
         Engine::open(store, Arc::new(SystemClock), 100_000, Arc::new(Credentials::default())).await.expect("engine")
     });

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -20,8 +21,23 @@ pub struct FileConfig {
     pub store: Option<String>,
     pub demo: Option<bool>,
     pub cache_capacity: Option<u64>,
+    /// e.g. "30s"
+    #[serde(default, with = "humantime_serde_opt")]
+    pub max_staleness: Option<Duration>,
     #[serde(default)]
     pub credentials: Vec<CredentialConfig>,
+}
+
+/// `max_staleness = "30s"` in the file, read with humantime like the flag.
+mod humantime_serde_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text = Option::<String>::deserialize(d)?;
+        text.map(|t| humantime::parse_duration(&t).map_err(serde::de::Error::custom)).transpose()
+    }
 }
 
 /// Values given on the command line or in the environment (they win over the file).
@@ -45,6 +61,10 @@ pub struct Overrides {
     /// How many device decisions to cache [default: 1000000]
     #[arg(long, env = "POSTURE_CACHE_CAPACITY")]
     pub cache_capacity: Option<u64>,
+    /// How long this replica may go without reaching its store before it turns NOT_SERVING
+    /// and denies every access, e.g. 30s, 2m [default: 30s]
+    #[arg(long, env = "POSTURE_MAX_STALENESS", value_parser = humantime::parse_duration)]
+    pub max_staleness: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +74,7 @@ pub struct Config {
     pub store: String,
     pub demo: bool,
     pub cache_capacity: u64,
+    pub max_staleness: Duration,
     pub credentials: Vec<CredentialConfig>,
 }
 
@@ -82,12 +103,18 @@ impl Config {
             o.store.or(file.store).unwrap_or_else(|| format!("sqlite://{}", data_dir.join("posture.db").display()));
         let cache_capacity = o.cache_capacity.or(file.cache_capacity).unwrap_or(1_000_000);
         anyhow::ensure!(cache_capacity > 0, "cache_capacity must be at least 1");
+        let max_staleness = o.max_staleness.or(file.max_staleness).unwrap_or(crate::engine::DEFAULT_MAX_STALENESS);
+        anyhow::ensure!(
+            max_staleness >= Duration::from_millis(100),
+            "max_staleness must be at least 100ms (replicas confirm the store's head every few hundred milliseconds)"
+        );
         Ok(Config {
             listen,
             data_dir,
             store,
             demo: o.demo || file.demo.unwrap_or(false),
             cache_capacity,
+            max_staleness,
             credentials: file.credentials,
         })
     }
@@ -116,6 +143,7 @@ mod tests {
             r#"
             listen = "127.0.0.1:6000"
             data_dir = "/var/lib/posture"
+            max_staleness = "45s"
             [[credentials]]
             id = "jamf"
             role = "partner"
@@ -128,6 +156,7 @@ mod tests {
         assert_eq!(c.listen.port(), 7000);
         assert_eq!(c.store, "sqlite:///var/lib/posture/posture.db");
         assert_eq!(c.credentials.len(), 1);
+        assert_eq!(c.max_staleness, Duration::from_secs(45));
     }
 
     #[test]

@@ -62,7 +62,6 @@ pub fn healthy_mac(id: &str, user_id: &str, serial: &str, now: Timestamp) -> Dev
             threat_level: None,
         },
         partner_verdict: None,
-        failing_since: Default::default(),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use tonic::{Code, Status};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// A request field is missing or malformed. `field` is its path, e.g. `devices[3].os_version`.
     #[error("{field}: {message}")]
@@ -18,9 +18,15 @@ pub enum Error {
     PermissionDenied(String),
     #[error("{0}")]
     Unauthenticated(String),
-    /// The store failed; the detail is logged, not returned.
+    /// The store failed before anything was written; the detail is logged, not returned.
     #[error("storage: {0}")]
     Storage(String),
+    /// The store failed while committing: the write may or may not have been made.
+    #[error("storage: commit outcome unknown: {0}")]
+    CommitUnknown(String),
+    /// Concurrent writes through other replicas kept this one from committing.
+    #[error("{0}")]
+    Aborted(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
@@ -58,8 +64,16 @@ impl From<Error> for Status {
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::Storage(detail) => {
                 tracing::error!(%detail, "storage failure");
-                return Status::unavailable("the store is unavailable; the write was not made, retry later");
+                return Status::unavailable("the store is unavailable; nothing was written: retry later");
             }
+            Error::CommitUnknown(detail) => {
+                tracing::error!(%detail, "storage failure while committing");
+                return Status::unavailable(
+                    "the store failed while committing: the write may or may not have been made; read it back \
+                     (or retry: reports are idempotent) once the store is available",
+                );
+            }
+            Error::Aborted(_) => Code::Aborted,
             Error::Unavailable(_) => Code::Unavailable,
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::OutOfRange(_) => Code::OutOfRange,

@@ -67,8 +67,12 @@ async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let mut chunks = Vec::new();
     posture::synthetic::organisation(spec, |c| chunks.push(c), 10_000);
+    let mut revision = 0;
     for changes in chunks {
-        store.commit(&changes, spec.now.0).await?;
+        match store.commit(revision, &changes, spec.now.0).await? {
+            posture::store::Commit::Done(r) => revision = r,
+            posture::store::Commit::Conflict => anyhow::bail!("another writer is using {}", config.store),
+        }
     }
     tracing::info!(store = %config.store, ?spec, elapsed = ?started.elapsed(), "generated");
     Ok(())

@@ -43,7 +43,8 @@ pub async fn open_engine(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Resu
         tracing::warn!("no credentials configured: authentication is OFF and every caller may call every RPC");
     }
     let store = crate::store::open(&config.store).await?;
-    let engine = Arc::new(Engine::open(store, clock, config.cache_capacity, credentials).await?);
+    let engine = Engine::open(store, clock, config.cache_capacity, credentials).await?;
+    let engine = Arc::new(engine.with_max_staleness(config.max_staleness));
     if config.demo {
         crate::demo::seed(&engine).await?;
     }
@@ -98,6 +99,10 @@ pub async fn serve_engine(
     );
     let admin = AdminServiceServer::with_interceptor(handlers, auth::require(creds, "AdminService", &[Role::Admin]));
 
+    // Health follows whether this replica can vouch for its data, until shutdown takes over.
+    let (stopping, stop_signal) = tokio::sync::watch::channel(false);
+    let availability = tokio::spawn(follow_availability(engine.clone(), health.clone(), stop_signal));
+
     let addr = listener.local_addr()?;
     // Without TCP_NODELAY, pipelined responses wait on delayed ACKs (40 ms each).
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -105,6 +110,8 @@ pub async fn serve_engine(
     let (drained, draining) = tokio::sync::oneshot::channel::<()>();
     let drain = async move {
         shutdown.await;
+        let _ = stopping.send(true);
+        let _ = availability.await;
         tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
         for name in SERVICES.iter().chain(&[""]) {
             health.set_service_status(*name, ServingStatus::NotServing).await;
@@ -140,4 +147,25 @@ pub async fn serve_engine(
     let _ = watching.await;
     tracing::info!("posture stopped");
     Ok(())
+}
+
+/// Sets every service NOT_SERVING while the engine cannot vouch for its data, and SERVING
+/// again when it can, until `stop`.
+async fn follow_availability(
+    engine: Arc<Engine>,
+    health: tonic_health::server::HealthReporter,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut available = engine.available();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            changed = available.changed() => if changed.is_err() { return },
+        }
+        let status = if *available.borrow_and_update() { ServingStatus::Serving } else { ServingStatus::NotServing };
+        tracing::warn!(?status, "health follows the store's availability");
+        for name in SERVICES.iter().chain(&[""]) {
+            health.set_service_status(*name, status).await;
+        }
+    }
 }

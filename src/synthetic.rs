@@ -115,7 +115,6 @@ pub fn mac(i: usize, user: usize, seed: u64, now: Timestamp) -> Device {
             threat_level: Some(ThreatLevel::Secured),
         },
         partner_verdict: None,
-        failing_since: Default::default(),
     };
     if r.is_multiple_of(10) {
         d.facts.file_vault = Some(FileVault::BootVolumeOnly);

@@ -266,7 +266,7 @@ proptest! {
 
     #[test]
     fn cached_decisions_equal_fresh_evaluations(ops in prop::collection::vec(op(), 1..60)) {
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let model = Model::new().await;
             model.assert_cache_agrees(&[]);

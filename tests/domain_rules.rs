@@ -14,7 +14,7 @@ use posture::domain::model::{
 use posture::domain::summary;
 use posture::domain::targeting::{self, EnrollmentTarget, Preview};
 use posture::domain::version::{OsBuild, OsVersion};
-use posture::domain::{Change, State, Timestamp};
+use posture::domain::{Change, State, Timestamp, grace};
 use posture::engine::{GroupTargets, check_user_groups};
 use posture::error::Error;
 
@@ -108,11 +108,10 @@ fn org(users: &[&str]) -> State {
     state
 }
 
-/// Adds `policy` and assigns it to [`MAC_USERS`].
+/// Adds `policy` and assigns it to [`MAC_USERS`], at the policy's `updated_at`.
 fn add_policy(state: &mut State, p: Policy) {
-    let id = p.id.clone();
-    state.apply(Change::PutPolicy(p));
-    state.apply(assign(&id, &[MAC_USERS], &[]));
+    let (id, at) = (p.id.clone(), p.updated_at);
+    write(state, vec![Change::PutPolicy(p), assign(&id, &[MAC_USERS], &[])], at);
 }
 
 /// A healthy partner-registered Mac as of [`T0`].
@@ -120,8 +119,19 @@ fn mac(id: &str, user: &str, serial: &str) -> Device {
     healthy_mac(id, user, serial, T0)
 }
 
+/// Applies `changes` as the engine's write at `now` would: with the grace-period bookkeeping
+/// they imply.
+fn write(state: &mut State, changes: Vec<Change>, now: Timestamp) {
+    let bookkeeping = grace::derive(state, &changes, now);
+    for change in changes.into_iter().chain(bookkeeping) {
+        state.apply(change);
+    }
+}
+
+/// The partner's report of `device`, received at its check-in.
 fn put(state: &mut State, device: Device) {
-    state.apply(Change::PutDevice(device));
+    let now = device.last_check_in;
+    write(state, vec![Change::PutDevice(device)], now);
 }
 
 fn codes(d: &DeviceDecision) -> Vec<ReasonCode> {
@@ -618,27 +628,29 @@ fn rule4_severity_order_of_compliance_states() {
     assert_eq!(allowed, vec![Compliant, Remediated, InGracePeriod]);
 }
 
-/// A Mac failing a policy with a `grace_hours` grace period since `since`, checking in
-/// regularly: last check-in and token renewal at `since + 23h`.
-fn grace_org(grace_hours: u32, since: Timestamp, policy_updated: Timestamp) -> State {
+/// A Mac failing a policy with a `grace_hours` grace period since `since` (the report that
+/// first showed it), checking in regularly since: last check-in and token renewal at
+/// `since + 23h`.
+fn grace_org(grace_hours: u32, since: Timestamp) -> State {
     let mut state = org(&["ada"]);
-    let mut p = policy("disk", encryption_required(), grace_hours);
-    p.updated_at = policy_updated;
-    add_policy(&mut state, p);
+    add_policy(&mut state, policy("disk", encryption_required(), grace_hours));
     let mut ada = mac("mac-ada", "ada", "S");
     ada.facts.file_vault = Some(FileVault::NotEncrypted);
+    ada.last_check_in = since;
+    ada.last_token_renewal = since;
+    ada.refresh_token_issued = Some(since);
+    put(&mut state, ada.clone());
     ada.last_check_in = since.plus_hours(23);
     ada.last_token_renewal = since.plus_hours(23);
-    ada.refresh_token_issued = Some(since);
-    ada.failing_since = [("disk".to_string(), since)].into();
     put(&mut state, ada);
+    assert_eq!(state.failing_since("mac-ada", "disk"), Some(since), "a failure that continues keeps its start");
     state
 }
 
 #[test]
 fn rule4_grace_period_boundary() {
     let t = T0;
-    let state = grace_org(24, t, t.plus_days(-10));
+    let state = grace_org(24, t);
     let ends = t.plus_hours(24);
 
     let just_before = ends.plus_secs(-1);
@@ -668,7 +680,7 @@ fn rule4_grace_period_boundary() {
 
 #[test]
 fn rule4_grace_zero_is_noncompliant_at_once() {
-    let state = grace_org(0, T0, T0.plus_days(-10));
+    let state = grace_org(0, T0);
     for now in [T0, T0.plus_secs(1), T0.plus_hours(1)] {
         let d = decide(&state, "mac-ada", now);
         assert!(!d.allow);
@@ -678,7 +690,7 @@ fn rule4_grace_zero_is_noncompliant_at_once() {
 }
 
 #[test]
-fn rule4_grace_starts_at_the_check_in_when_noncompliant_since_is_unset() {
+fn rule4_grace_starts_at_the_check_in_that_first_shows_the_failure() {
     let mut state = org(&["ada"]);
     add_policy(&mut state, policy("disk", encryption_required(), 1));
     let mut ada = mac("mac-ada", "ada", "S"); // checked in at T0 - 600s
@@ -692,62 +704,161 @@ fn rule4_grace_starts_at_the_check_in_when_noncompliant_since_is_unset() {
 }
 
 #[test]
-fn rule4_a_policy_changed_after_the_device_started_failing_restarts_grace() {
-    let t = T0;
-    let changed = t.plus_hours(10);
-    let state = grace_org(24, t, changed);
-    // Without the change the grace would have ended at t+24h; now it ends at changed+24h.
-    let d = decide(&state, "mac-ada", t.plus_hours(24));
-    assert!(d.allow);
-    assert_eq!(codes(&d), vec![ReasonCode::InGracePeriod]);
-    let eval =
-        compliance::evaluate(&state, state.device("mac-ada").unwrap(), t.plus_hours(24), compliance::Detail::All);
-    assert_eq!(eval.grace_period_ends, Some(changed.plus_hours(24)));
-    assert_eq!(d.valid_until, Some(changed.plus_hours(24)));
-    let d = decide(&state, "mac-ada", changed.plus_hours(24));
+fn rule12_editing_a_policy_does_not_restart_a_grace_period_that_ended() {
+    // 100 hours into failing a policy with 72 hours' grace: noncompliant.
+    let since = T0.plus_hours(-100);
+    let mut state = grace_org(72, since);
+    // Still checking in, still failing.
+    let mut ada = state.device("mac-ada").unwrap().clone();
+    (ada.last_check_in, ada.last_token_renewal) = (T0.plus_secs(-600), T0.plus_secs(-600));
+    put(&mut state, ada);
+    assert_eq!(codes(&decide(&state, "mac-ada", T0)), vec![ReasonCode::Noncompliant]);
+    // A rename, a longer grace period, another setting added: the failure continues, and so
+    // does its start.
+    let mut edited = state.policy("disk").unwrap().clone();
+    edited.name = "Disk encryption (renamed)".into();
+    write(&mut state, vec![Change::PutPolicy(edited.clone())], T0);
+    edited.settings.firewall_enabled = Some(true);
+    write(&mut state, vec![Change::PutPolicy(edited)], T0);
+    assert_eq!(state.failing_since("mac-ada", "disk"), Some(since));
+    let d = decide(&state, "mac-ada", T0);
     assert!(!d.allow);
     assert_eq!(codes(&d), vec![ReasonCode::Noncompliant]);
-
-    // A policy changed before the device started failing does not extend anything.
-    let state = grace_org(24, t, t.plus_hours(-1));
-    assert_eq!(codes(&decide(&state, "mac-ada", t.plus_hours(24))), vec![ReasonCode::Noncompliant]);
 }
 
 #[test]
-fn rule4_noncompliant_since_is_kept_set_and_cleared() {
+fn rule12_a_requirement_made_stricter_starts_grace_for_the_macs_it_newly_fails() {
+    let mut state = org(&["ada", "bob"]);
+    add_policy(
+        &mut state,
+        policy("baseline", PolicySettings { firewall_enabled: Some(true), ..Default::default() }, 24),
+    );
+    put(&mut state, mac("mac-ada", "ada", "A"));
+    let mut bob = mac("mac-bob", "bob", "B");
+    bob.facts.firewall_enabled = Some(false);
+    put(&mut state, bob);
+    let bob_since = state.failing_since("mac-bob", "baseline").unwrap();
+    // Ada's Mac has FileVault on, Bob's too; both pass a new encryption rule except... make it
+    // stricter on the OS: Ada (14.2.1) newly fails a 15.0 minimum, Bob already failed.
+    let mut stricter = state.policy("baseline").unwrap().clone();
+    stricter.settings.os_minimum_version = Some(v("15.0"));
+    let edited_at = T0.plus_hours(1);
+    write(&mut state, vec![Change::PutPolicy(stricter)], edited_at);
+    assert_eq!(state.failing_since("mac-ada", "baseline"), Some(edited_at), "a new failure starts at the edit");
+    assert_eq!(state.failing_since("mac-bob", "baseline"), Some(bob_since), "a continuing one keeps its start");
+    let d = decide(&state, "mac-ada", edited_at);
+    assert_eq!(codes(&d), vec![ReasonCode::InGracePeriod]);
+    let eval = compliance::evaluate(&state, state.device("mac-ada").unwrap(), edited_at, compliance::Detail::All);
+    assert_eq!(eval.grace_period_ends, Some(edited_at.plus_hours(24)));
+    // Loosened again: Ada passes, and her record goes; Bob still fails the firewall rule.
+    let mut loosened = state.policy("baseline").unwrap().clone();
+    loosened.settings.os_minimum_version = None;
+    write(&mut state, vec![Change::PutPolicy(loosened)], edited_at.plus_hours(1));
+    assert_eq!(state.failing_since("mac-ada", "baseline"), None);
+    assert_eq!(state.failing_since("mac-bob", "baseline"), Some(bob_since));
+}
+
+#[test]
+fn rule12_a_policy_that_starts_to_apply_records_when_the_failure_began_to_count() {
+    let mut state = org(&["ada"]);
+    state.apply(Change::PutGroup(user_group("finance", &[])));
+    let p = policy("disk", encryption_required(), 12);
+    write(&mut state, vec![Change::PutPolicy(p.clone()), assign("disk", &["finance"], &[])], T0.plus_days(-60));
+    // Ada's Mac checked in with FileVault off; the policy does not reach her.
+    let mut ada = mac("mac-ada", "ada", "S");
+    ada.facts.file_vault = Some(FileVault::NotEncrypted);
+    put(&mut state, ada.clone());
+    assert_eq!(state.failing_since("mac-ada", "disk"), None);
+    // She joins finance at T0: her failure begins to count now.
+    write(&mut state, vec![Change::PutGroup(user_group("finance", &["ada"]))], T0);
+    assert_eq!(state.failing_since("mac-ada", "disk"), Some(T0));
+    let ends = T0.plus_hours(12);
+    assert_eq!(codes(&decide(&state, "mac-ada", ends.plus_secs(-1))), vec![ReasonCode::InGracePeriod]);
+    assert_eq!(codes(&decide(&state, "mac-ada", ends)), vec![ReasonCode::Noncompliant]);
+    // Her next report, still failing, does not start it afresh.
+    ada.last_check_in = ends.plus_secs(60);
+    ada.last_token_renewal = ends;
+    put(&mut state, ada.clone());
+    assert_eq!(state.failing_since("mac-ada", "disk"), Some(T0));
+    assert_eq!(codes(&decide(&state, "mac-ada", ends.plus_secs(120))), vec![ReasonCode::Noncompliant]);
+    // The same through the assignment: another policy assigned to mac-users.
+    write(
+        &mut state,
+        vec![Change::PutPolicy(policy(
+            "fw",
+            PolicySettings { firewall_enabled: Some(true), ..Default::default() },
+            12,
+        ))],
+        T0,
+    );
+    ada.facts.firewall_enabled = Some(false);
+    ada.last_check_in = ends.plus_secs(180);
+    put(&mut state, ada);
+    assert_eq!(state.failing_since("mac-ada", "fw"), None, "not assigned yet");
+    let assigned_at = ends.plus_secs(200);
+    write(&mut state, vec![assign("fw", &[MAC_USERS], &[])], assigned_at);
+    assert_eq!(state.failing_since("mac-ada", "fw"), Some(assigned_at));
+    // Leaving the group drops the record; the policy no longer applies.
+    write(&mut state, vec![Change::PutGroup(user_group("finance", &[]))], assigned_at);
+    assert_eq!(state.failing_since("mac-ada", "disk"), None);
+}
+
+#[test]
+fn rule4_failures_on_record_are_kept_set_and_cleared_by_reports() {
     let mut state = org(&["ada"]);
     add_policy(&mut state, policy("disk", encryption_required(), 24));
     let earlier = T0.plus_hours(-5);
-
     let mut failing = mac("mac-ada", "ada", "S");
     failing.facts.file_vault = Some(FileVault::NotEncrypted);
-    failing.last_check_in = T0;
+    failing.last_check_in = earlier;
     let mut passing = failing.clone();
     passing.facts.file_vault = Some(FileVault::AllEncrypted);
 
     // First report, failing: set to this check-in.
-    assert_eq!(compliance::next_failing_since(&state, None, &failing).get("disk").copied(), Some(T0));
-    // Previously passing (None), now failing: set to this check-in.
-    let mut prev = passing.clone();
-    prev.last_check_in = earlier;
-    prev.failing_since.clear();
-    assert_eq!(compliance::next_failing_since(&state, Some(&prev), &failing).get("disk").copied(), Some(T0));
+    put(&mut state, failing.clone());
+    assert_eq!(state.failing_since("mac-ada", "disk"), Some(earlier));
     // Still failing: the earlier value is kept.
-    let mut prev = failing.clone();
-    prev.last_check_in = earlier;
-    prev.failing_since = [("disk".to_string(), earlier)].into();
-    assert_eq!(compliance::next_failing_since(&state, Some(&prev), &failing).get("disk").copied(), Some(earlier));
-    // Compliant again: cleared.
-    assert_eq!(compliance::next_failing_since(&state, Some(&prev), &passing).get("disk").copied(), None);
-    assert_eq!(compliance::next_failing_since(&state, None, &passing).get("disk").copied(), None);
+    failing.last_check_in = T0;
+    put(&mut state, failing.clone());
+    assert_eq!(state.failing_since("mac-ada", "disk"), Some(earlier));
+    // Compliant again: cleared; failing again: a new start.
+    passing.last_check_in = T0.plus_hours(1);
+    put(&mut state, passing);
+    assert_eq!(state.failing_since("mac-ada", "disk"), None);
+    failing.last_check_in = T0.plus_hours(2);
+    put(&mut state, failing.clone());
+    assert_eq!(state.failing_since("mac-ada", "disk"), Some(T0.plus_hours(2)));
+    // A check-in after the server's now starts no later than now.
+    let mut future = failing.clone();
+    future.facts.file_vault = Some(FileVault::AllEncrypted);
+    write(&mut state, vec![Change::PutDevice(future.clone())], T0.plus_hours(3));
+    future.facts.file_vault = Some(FileVault::NotEncrypted);
+    future.last_check_in = T0.plus_hours(4);
+    write(&mut state, vec![Change::PutDevice(future)], T0.plus_hours(3));
+    assert_eq!(state.failing_since("mac-ada", "disk"), Some(T0.plus_hours(3)));
     // The partner's own verdict: no grace bookkeeping.
     let mut verdict = failing.clone();
+    verdict.last_check_in = T0.plus_hours(5);
     verdict.partner_verdict = Some(PartnerVerdict { compliant: false, decided_at: T0 });
-    assert_eq!(compliance::next_failing_since(&state, Some(&prev), &verdict).get("disk").copied(), None);
+    put(&mut state, verdict);
+    assert_eq!(state.failing_since("mac-ada", "disk"), None);
     // No applicable policy: nothing fails.
-    let mut other = failing.clone();
+    let mut other = failing;
+    other.last_check_in = T0.plus_hours(6);
     other.user_id = "stranger".to_string();
-    assert_eq!(compliance::next_failing_since(&state, Some(&prev), &other).get("disk").copied(), None);
+    put(&mut state, other);
+    assert_eq!(state.failing_since("mac-ada", "disk"), None);
+}
+
+#[test]
+fn rule12_a_failure_with_no_record_has_no_grace_left() {
+    // No write leaves one behind; should one appear (a bug, a hand-edited store), fail closed.
+    let mut state = org(&["ada"]);
+    add_policy(&mut state, policy("disk", encryption_required(), 72));
+    let mut ada = mac("mac-ada", "ada", "S");
+    ada.facts.file_vault = Some(FileVault::NotEncrypted);
+    state.apply(Change::PutDevice(ada));
+    assert_eq!(codes(&decide(&state, "mac-ada", T0)), vec![ReasonCode::Noncompliant]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -855,7 +966,7 @@ fn rule5_valid_until_is_the_earliest_time_boundary() {
     add_policy(&mut state, policy("disk", encryption_required(), 1));
     let mut ada = checked_in_at(c);
     ada.facts.file_vault = Some(FileVault::NotEncrypted);
-    ada.failing_since = [("disk".to_string(), T0.plus_secs(-10))].into();
+    ada.last_check_in = T0.plus_secs(-10);
     put(&mut state, ada);
     assert_eq!(decide(&state, "mac-ada", T0).valid_until, Some(T0.plus_secs(H - 10)));
 }
@@ -1181,7 +1292,7 @@ fn rule11_every_cause_has_a_code_and_a_remediation() {
 }
 
 #[test]
-fn reason_codes_have_distinct_wire_names_and_only_three_do_not_deny() {
+fn reason_codes_have_distinct_wire_names_and_only_four_do_not_deny() {
     let mut names: Vec<_> = ReasonCode::ALL.iter().map(|c| c.as_str()).collect();
     names.sort_unstable();
     names.dedup();
@@ -1189,7 +1300,12 @@ fn reason_codes_have_distinct_wire_names_and_only_three_do_not_deny() {
     let non_denying: Vec<_> = ReasonCode::ALL.iter().copied().filter(|c| !c.denies()).collect();
     assert_eq!(
         non_denying,
-        vec![ReasonCode::Compliant, ReasonCode::InGracePeriod, ReasonCode::PolicyTargetsDeviceGroup]
+        vec![
+            ReasonCode::Compliant,
+            ReasonCode::InGracePeriod,
+            ReasonCode::PolicyTargetsDeviceGroup,
+            ReasonCode::PartnerVerdictCompliant
+        ]
     );
 }
 
@@ -1298,11 +1414,13 @@ fn tenant_partner_verdict_mode_skips_policies() {
     let state = verdict_org(true, T0.plus_hours(-1));
     let eval = compliance::evaluate(&state, state.device("mac-ada").unwrap(), T0, compliance::Detail::All);
     assert!(eval.policies.is_empty());
-    assert_eq!(eval.cause, StateCause::PartnerVerdict(true));
+    assert_eq!(eval.cause, StateCause::PartnerVerdict { compliant: true, decided_at: T0.plus_hours(-1) });
     assert_eq!(eval.state, ComplianceState::Compliant);
     let d = decide(&state, "mac-ada", T0);
     assert!(d.allow);
-    assert_eq!(codes(&d), vec![ReasonCode::Compliant]);
+    // The reason says that the partner decided, not that the Mac meets every policy.
+    assert_eq!(codes(&d), vec![ReasonCode::PartnerVerdictCompliant]);
+    assert!(d.reasons[0].message.contains("the partner decided"), "{}", d.reasons[0].message);
 
     let state = verdict_org(false, T0.plus_hours(-1));
     let d = decide(&state, "mac-ada", T0);
@@ -1312,24 +1430,34 @@ fn tenant_partner_verdict_mode_skips_policies() {
 }
 
 #[test]
+fn rule12_a_partner_verdict_is_trusted_for_24_hours_from_its_own_time() {
+    // A fresh check-in does not make an old verdict fresh: 25 hours old, the verdict is stale.
+    let state = verdict_org(true, T0.plus_hours(-25));
+    let d = decide(&state, "mac-ada", T0);
+    assert!(!d.allow);
+    assert_eq!(d.state, ComplianceState::Unknown);
+    assert_eq!(codes(&d), vec![ReasonCode::PartnerVerdictStale]);
+    // One second short of 24 hours it holds, until exactly then.
+    let decided = T0.plus_secs(-24 * H + 1);
+    let state = verdict_org(true, decided);
+    let d = decide(&state, "mac-ada", T0);
+    assert!(d.allow);
+    assert_eq!(d.valid_until, Some(decided.plus_hours(24)));
+    assert_eq!(codes(&decide(&state, "mac-ada", decided.plus_hours(24))), vec![ReasonCode::PartnerVerdictStale]);
+}
+
+#[test]
 fn tenant_partner_verdict_validity_runs_from_the_decision_time() {
-    let validity = TenantSettings { validity_days: 2, ..Default::default() };
-    // The Mac checked in ten minutes ago; the verdict is exactly two days old: expired.
-    let decided = T0.plus_days(-2);
+    let validity = TenantSettings { validity_days: 1, ..Default::default() };
+    // The Mac checked in ten minutes ago; the verdict is exactly a day old: expired (and stale).
+    let decided = T0.plus_days(-1);
     let mut state = verdict_org(true, decided);
     state.apply(Change::PutSettings(validity));
     let eval = compliance::evaluate(&state, state.device("mac-ada").unwrap(), T0, compliance::Detail::All);
     assert_eq!(eval.cause, StateCause::ValidityExpired { reported_at: decided, valid_until: T0 });
     let d = decide(&state, "mac-ada", T0);
     assert!(!d.allow);
-    assert_eq!(codes(&d), vec![ReasonCode::ValidityExpired]);
-
-    // A second younger: still valid, until exactly then.
-    let mut state = verdict_org(true, decided.plus_secs(1));
-    state.apply(Change::PutSettings(validity));
-    let d = decide(&state, "mac-ada", T0);
-    assert!(d.allow);
-    assert_eq!(d.valid_until, Some(T0.plus_secs(1)));
+    assert_eq!(codes(&d), vec![ReasonCode::PartnerVerdictStale, ReasonCode::ValidityExpired]);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -58,14 +58,9 @@ async fn a_failing_mac_within_72_hours_grace_is_allowed_in_grace_period() {
     server.report(vec![without_file_vault(mac("mac-bob", "bob", "C02BOB0001"))]).await;
     let r = server.check("bob", "mac-bob").await;
     assert_decision(&r, D::Allow, S::InGracePeriod, &["IN_GRACE_PERIOD"]);
-    // The grace period runs from the policy's creation (after the check-in) for 72 hours.
-    let policy = server
-        .admin()
-        .get_policy(pb::GetPolicyRequest { policy_id: "baseline".into(), ..Default::default() })
-        .await
-        .unwrap();
-    let created = policy.into_inner().policy.unwrap().updated_at.unwrap().seconds;
-    let ends = posture::domain::Timestamp(created + 72 * HOUR);
+    // The grace period runs for 72 hours from the check-in that first showed the failure.
+    let checked_in = without_file_vault(mac("mac-bob", "bob", "C02BOB0001")).last_check_in.unwrap().seconds;
+    let ends = posture::domain::Timestamp(checked_in + 72 * HOUR);
     assert_eq!(
         r.reasons[0].message,
         format!(
@@ -222,22 +217,9 @@ async fn evaluate_device_returns_every_configured_setting() {
     cara.password.as_mut().unwrap().min_length = Some(8);
     let bob = without_file_vault(mac("mac-bob", "bob", "C02BOB0001"));
     let (server, written) = server_with(vec![bob, cara]).await;
-    let mut admin = server.admin();
-    let updated_at = |p: pb::PolicyResponse| p.policy.unwrap().updated_at.unwrap();
-    let baseline_at = updated_at(
-        admin
-            .get_policy(pb::GetPolicyRequest { policy_id: "baseline".into(), ..Default::default() })
-            .await
-            .unwrap()
-            .into_inner(),
-    );
-    let passwords_at = updated_at(
-        admin
-            .get_policy(pb::GetPolicyRequest { policy_id: "engineering-passwords".into(), ..Default::default() })
-            .await
-            .unwrap()
-            .into_inner(),
-    );
+    // Both failures began to count at the check-in that showed them (grace 0 for baseline).
+    let checked_in = mac("mac-bob", "bob", "C02BOB0001").last_check_in.unwrap();
+    let (baseline_at, passwords_at) = (checked_in, checked_in);
     let setting = |setting: &str, expected: &str, actual: &str, state: S| pb::SettingResult {
         setting: setting.into(),
         expected: expected.into(),
@@ -406,65 +388,82 @@ async fn diagnose_device_explains_a_denial_with_cause_codes_and_remediation() {
     assert_eq!(d, D::Deny);
     assert_eq!(causes.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(), ["UNRESPONSIVE"]);
 
-    // The connector naming a credential with more than the partner role, or none at all.
-    let mut admin = server.admin();
-    let mut req = enable_request(&["mac-users", "kiosk-users"], &["contractors"]);
-    req.partner_app_id = "test-gateway".into();
-    admin.enable_connector(req.clone()).await.unwrap();
-    let (d, causes, f) = findings("mac-ada").await;
-    assert_eq!(
-        (d, causes.iter().map(|c| c.0.as_str()).collect::<Vec<_>>()),
-        (D::Allow, vec!["WRONG_PARTNER_PERMISSIONS"])
-    );
-    assert_eq!(f[0].detail, "the credential of partner app test-gateway holds more than the partner role");
-    req.partner_app_id = "nobody".into();
-    admin.enable_connector(req).await.unwrap();
-    let (_, causes, f) = findings("mac-ada").await;
-    assert_eq!(causes.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(), ["WRONG_PARTNER_PERMISSIONS"]);
-    assert_eq!(f[0].detail, "no credential is configured for partner app nobody");
-
     // Terminated: the integration is disabled for every Mac.
-    admin.terminate_connector(pb::TerminateConnectorRequest {}).await.unwrap();
+    server.admin().terminate_connector(pb::TerminateConnectorRequest {}).await.unwrap();
     let (d, causes, _) = findings("mac-ada").await;
-    assert_eq!(
-        (d, causes.iter().map(|c| c.0.as_str()).collect::<Vec<_>>()),
-        (D::Deny, vec!["WRONG_PARTNER_PERMISSIONS", "INTEGRATION_DISABLED"])
-    );
+    assert_eq!((d, causes.iter().map(|c| c.0.as_str()).collect::<Vec<_>>()), (D::Deny, vec!["INTEGRATION_DISABLED"]));
 
     let err = compliance.diagnose_device(diagnose("no-such-mac")).await.unwrap_err();
     assert_status(&err, Code::NotFound, &["no-such-mac"]);
     server.stop().await;
 }
 
+/// The partner's credential is checked when the connector is enabled; should the credentials
+/// change afterwards (a new configuration file), diagnosis says what is wrong.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_policy_whose_group_became_a_device_group_is_explained_not_applied() {
+async fn the_partner_credential_is_checked_when_enabling_and_diagnosed_after() {
+    let (server, _) = server_with(vec![mac("mac-ada", "ada", "C02ADA0001")]).await;
+    let findings = |server: &TestServer| {
+        let mut compliance = server.compliance();
+        async move {
+            let req = pb::DiagnoseDeviceRequest { device_id: "mac-ada".into(), ..Default::default() };
+            compliance.diagnose_device(req).await.unwrap().into_inner().findings
+        }
+    };
+    assert_eq!(findings(&server).await, vec![]);
+    // Enabling it for a credential with more than the partner role, or for none, is refused.
+    let mut admin = server.admin();
+    let revision = server.revision().await;
+    for (app, fragment) in [("test-gateway", "does not have the partner role"), ("nobody", "no credential nobody")] {
+        let mut req = enable_request(&["mac-users", "kiosk-users"], &["contractors"]);
+        req.partner_app_id = app.into();
+        let err = admin.enable_connector(req).await.unwrap_err();
+        assert_status(&err, Code::FailedPrecondition, &["partner_app_id", fragment]);
+    }
+    assert_eq!(server.revision().await, revision, "nothing was written");
+
+    // Restarted with the partner's credential turned into a gateway's: diagnosis tells.
+    let config = server.config.clone();
+    let dir = server.stop().await;
+    let mut credentials = config.credentials.clone();
+    credentials.iter_mut().filter(|c| c.id == PARTNER_APP).for_each(|c| c.role = posture::auth::Role::Gateway);
+    let server = TestServer::launch(config_for(dir.path(), credentials.clone(), false), dir).await;
+    let f = findings(&server).await;
+    assert_eq!(f.iter().map(|f| f.cause.as_str()).collect::<Vec<_>>(), ["WRONG_PARTNER_PERMISSIONS"]);
+    assert_eq!(f[0].detail, format!("the credential of partner app {PARTNER_APP} holds more than the partner role"));
+    // And with it gone altogether.
+    let dir = server.stop().await;
+    credentials.retain(|c| c.id != PARTNER_APP);
+    let server = TestServer::launch(config_for(dir.path(), credentials, false), dir).await;
+    let f = findings(&server).await;
+    assert_eq!(f.iter().map(|f| f.cause.as_str()).collect::<Vec<_>>(), ["WRONG_PARTNER_PERMISSIONS"]);
+    assert_eq!(f[0].detail, format!("no credential is configured for partner app {PARTNER_APP}"));
+    server.stop().await;
+}
+
+/// A group that a policy or the connector uses may not change kind: a user group turned into
+/// a device group would silently stop the policy, or turn an excluded user's DENY into ALLOW.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_in_use_may_not_change_kind() {
     let mut cara = mac("mac-cara", "cara", "C02CARA001");
     cara.password.as_mut().unwrap().min_length = Some(8);
-    let (server, _) = server_with(vec![cara]).await;
+    let (server, _) = server_with(vec![cara, mac("mac-gus", "gus", "C02GUS0001")]).await;
+    let mut admin = server.admin();
+    let revision = server.revision().await;
+    let cases = [
+        ("engineering", "mac-cara", "the assignment of policy engineering-passwords"),
+        ("contractors", "mac-gus", "the partner connector"),
+    ];
+    for (group, device, user) in cases {
+        let req = pb::SyncDirectoryRequest { groups: vec![device_group(group, &[device])], ..Default::default() };
+        let err = admin.sync_directory(req).await.unwrap_err();
+        assert_status(&err, Code::FailedPrecondition, &["groups[0]", group, user, "device group"]);
+    }
+    assert_eq!(server.revision().await, revision, "nothing was written");
     assert_decision(&server.check("cara", "mac-cara").await, D::Allow, S::InGracePeriod, &["IN_GRACE_PERIOD"]);
-    // The directory now says `engineering` holds devices: the password policy no longer evaluates the Mac.
-    sync_directory(&mut server.admin(), vec![], vec![device_group("engineering", &["mac-cara"])]).await;
-    let r = server.check("cara", "mac-cara").await;
-    assert_decision(&r, D::Allow, S::Compliant, &["COMPLIANT", "POLICY_TARGETS_DEVICE_GROUP"]);
-    assert_eq!(
-        r.reasons[1].message,
-        "policy engineering-passwords is assigned to device group engineering, which does not evaluate \
-         partner-managed Macs"
-    );
-    let mut compliance = server.compliance();
-    let e = compliance
-        .evaluate_device(pb::EvaluateDeviceRequest { device_id: "mac-cara".into(), ..Default::default() })
-        .await
-        .unwrap();
-    let e = e.into_inner();
-    assert_eq!(e.policies.iter().map(|p| p.policy_id.as_str()).collect::<Vec<_>>(), ["baseline"]);
-    assert_eq!(codes(&e.reasons), ["POLICY_TARGETS_DEVICE_GROUP"]);
-    let d = compliance
-        .diagnose_device(pb::DiagnoseDeviceRequest { device_id: "mac-cara".into(), ..Default::default() })
-        .await
-        .unwrap();
-    let causes: Vec<String> = d.into_inner().findings.into_iter().map(|f| f.cause).collect();
-    assert_eq!(causes, ["POLICY_TARGETS_DEVICE_GROUP"]);
+    assert_decision(&server.check("gus", "mac-gus").await, D::Deny, S::Compliant, &["USER_NOT_TARGETED"]);
+    // A group nothing uses may change kind.
+    sync_directory(&mut admin, vec![], vec![user_group("lab-macs", &["ada"])]).await;
     server.stop().await;
 }
 
@@ -643,9 +642,9 @@ async fn the_next_check_after_a_write_sees_it() {
     admin.sync_directory(remove).await.unwrap();
     assert_decision(&server.check("bob", "mac-bob").await, D::Deny, S::Compliant, &["USER_UNKNOWN"]);
 
-    // The connector terminated.
+    // The connector terminated: its Macs are denied and noncompliant at once.
     admin.terminate_connector(pb::TerminateConnectorRequest {}).await.unwrap();
-    assert_decision(&server.check("ivy", "mac-ivy").await, D::Deny, S::Compliant, &["INTEGRATION_DISABLED"]);
+    assert_decision(&server.check("ivy", "mac-ivy").await, D::Deny, S::Noncompliant, &["INTEGRATION_DISABLED"]);
     server.stop().await;
 }
 

@@ -43,8 +43,9 @@ async fn reports_are_refused_until_the_connector_is_enabled_and_after_it_is_term
     let err = inventory.report_inventory(batch(vec![ada, mac("mac-bob", "bob", "C02BOB0001")])).await.unwrap_err();
     assert_status(&err, Code::FailedPrecondition, &["the partner integration is terminated"]);
     assert_eq!(server.revision().await, terminated);
-    // The stored report is unchanged (compliant), and the Mac is denied because the integration is off.
-    assert_decision(&server.check("ada", "mac-ada").await, D::Deny, S::Compliant, &["INTEGRATION_DISABLED"]);
+    // The stored report is unchanged; the Mac is denied, and marked noncompliant, because the
+    // integration is terminated.
+    assert_decision(&server.check("ada", "mac-ada").await, D::Deny, S::Noncompliant, &["INTEGRATION_DISABLED"]);
     assert_decision(&server.check("bob", "mac-bob").await, D::Deny, S::Unknown, &["DEVICE_UNKNOWN"]);
     server.stop().await;
 }
@@ -144,12 +145,11 @@ async fn bad_items_get_their_own_errors_and_good_items_are_stored() {
 async fn a_failing_mac_keeps_its_grace_period_start_across_reports() {
     let server = TestServer::start().await;
     seed_org_with(&server, 72).await;
-    // Check-ins after the policy was made (a minute ahead: within the tolerated clock skew), so
-    // the grace period runs from the first failing check-in, not from the policy's change.
-    let at = |secs: i64| Some(prost_types::Timestamp { seconds: now_secs() + secs, nanos: 0 });
+    // Check-ins 40, 30, 20 and 10 minutes ago: the grace period runs from the first failing one.
+    let at = |minutes_ago: i64| Some(ago(minutes_ago * MINUTE));
     let mut bob = mac("mac-bob", "bob", "C02BOB0001");
     bob.file_vault = pb::FileVaultState::BootVolumeOnly as i32;
-    bob.last_check_in = at(MINUTE);
+    bob.last_check_in = at(40);
     let first_failure = bob.last_check_in.unwrap().seconds;
     let first = server.report(vec![bob.clone()]).await;
     let evaluate = async || {
@@ -165,17 +165,18 @@ async fn a_failing_mac_keeps_its_grace_period_start_across_reports() {
     let retry = server.report(vec![bob.clone()]).await;
     assert_eq!((retry.revision, results(&retry)), (first.revision, vec![(0, "mac-bob", true, false, "")]));
     // A later check-in that still fails keeps the grace period running from the first failure.
-    bob.last_check_in = at(2 * MINUTE);
+    bob.last_check_in = at(30);
     let later = server.report(vec![bob.clone()]).await;
     assert_eq!(results(&later), vec![(0, "mac-bob", true, true, "")]);
     assert!(later.revision > first.revision);
     assert_eq!(evaluate().await, first_failure + 72 * HOUR);
     // Fixed, then failing again: a new grace period from the new failure.
     bob.file_vault = pb::FileVaultState::AllEncrypted as i32;
+    bob.last_check_in = at(20);
     server.report(vec![bob.clone()]).await;
     assert_decision(&server.check("bob", "mac-bob").await, D::Allow, S::Compliant, &["COMPLIANT"]);
     bob.file_vault = pb::FileVaultState::NotEncrypted as i32;
-    bob.last_check_in = at(3 * MINUTE);
+    bob.last_check_in = at(10);
     server.report(vec![bob.clone()]).await;
     assert_eq!(evaluate().await, bob.last_check_in.unwrap().seconds + 72 * HOUR);
     server.stop().await;
@@ -261,7 +262,84 @@ async fn a_partner_verdict_is_used_instead_of_the_policies() {
     cara.partner_verdict = Some(pb::PartnerVerdict { compliant: true, decided_at: None });
     let r = server.inventory().report_inventory(batch(vec![ada, bob, cara])).await.unwrap().into_inner();
     assert_eq!(r.results[2].error, "devices[2].partner_verdict.decided_at: is required");
-    assert_decision(&server.check("ada", "mac-ada").await, D::Allow, S::Compliant, &["COMPLIANT"]);
+    let r = server.check("ada", "mac-ada").await;
+    assert_decision(&r, D::Allow, S::Compliant, &["PARTNER_VERDICT_COMPLIANT"]);
+    assert!(r.reasons[0].message.starts_with("the partner decided at"), "{:?}", r.reasons);
     assert_decision(&server.check("bob", "mac-bob").await, D::Deny, S::Noncompliant, &["PARTNER_VERDICT_NONCOMPLIANT"]);
+    // A verdict decided 25 hours ago is not trusted, however fresh the check-in.
+    let mut fresh = mac("mac-cara", "cara", "C02CARA001");
+    fresh.partner_verdict = Some(pb::PartnerVerdict { compliant: true, decided_at: Some(ago(25 * HOUR)) });
+    server.report(vec![fresh]).await;
+    assert_decision(&server.check("cara", "mac-cara").await, D::Deny, S::Unknown, &["PARTNER_VERDICT_STALE"]);
+    server.stop().await;
+}
+
+fn with_check_in(mut r: pb::DeviceReport, minutes_ago: i64) -> pb::DeviceReport {
+    r.last_check_in = Some(ago(minutes_ago * MINUTE));
+    r
+}
+
+/// The newest report per Mac wins: a delayed, retried or reordered older one is acknowledged,
+/// not applied, and its result says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_report_is_acknowledged_and_not_applied() {
+    let server = TestServer::start().await;
+    seed_org(&server).await;
+    let compliant = with_check_in(mac("mac-bob", "bob", "C02BOB0001"), 20);
+    let mut file_vault_off = with_check_in(mac("mac-bob", "bob", "C02BOB0001"), 10);
+    file_vault_off.file_vault = pb::FileVaultState::NotEncrypted as i32;
+    server.report(vec![file_vault_off.clone()]).await;
+    assert_decision(&server.check("bob", "mac-bob").await, D::Deny, S::Noncompliant, &["NONCOMPLIANT"]);
+    let revision = server.revision().await;
+
+    // The older "compliant" arrives late: acknowledged, not applied, and the DENY stays.
+    let r = server.inventory().report_inventory(batch(vec![compliant.clone()])).await.unwrap().into_inner();
+    assert_eq!((r.accepted, r.rejected, r.revision), (1, 0, revision));
+    let item = &r.results[0];
+    assert_eq!((item.accepted, item.changed, item.stale), (true, false, true));
+    assert!(item.note.contains("older than the stored report"), "{}", item.note);
+    assert!(item.error.is_empty());
+    assert_decision(&server.check("bob", "mac-bob").await, D::Deny, S::Noncompliant, &["NONCOMPLIANT"]);
+
+    // Within one batch too, in either order: the newer wins.
+    let mut fixed = with_check_in(mac("mac-bob", "bob", "C02BOB0001"), 5);
+    fixed.name = "fixed".into();
+    let r = server.inventory().report_inventory(batch(vec![fixed.clone(), compliant])).await.unwrap().into_inner();
+    assert_eq!(r.results.iter().map(|i| (i.changed, i.stale)).collect::<Vec<_>>(), [(true, false), (false, true)]);
+    assert_decision(&server.check("bob", "mac-bob").await, D::Allow, S::Compliant, &["COMPLIANT"]);
+
+    // An older partner verdict is stale even with a newer check-in.
+    let mut verdict = with_check_in(mac("mac-ada", "ada", "C02ADA0001"), 10);
+    verdict.partner_verdict = Some(pb::PartnerVerdict { compliant: false, decided_at: Some(ago(10 * MINUTE)) });
+    server.report(vec![verdict.clone()]).await;
+    let mut older_verdict = with_check_in(verdict, 1);
+    older_verdict.partner_verdict = Some(pb::PartnerVerdict { compliant: true, decided_at: Some(ago(20 * MINUTE)) });
+    let r = server.inventory().report_inventory(batch(vec![older_verdict])).await.unwrap().into_inner();
+    assert!(r.results[0].stale && r.results[0].note.contains("partner verdict"), "{:?}", r.results[0]);
+    assert_decision(&server.check("ada", "mac-ada").await, D::Deny, S::Noncompliant, &["PARTNER_VERDICT_NONCOMPLIANT"]);
+    server.stop().await;
+}
+
+/// No bookkeeping runs ahead of the server's clock: a check-in a few minutes "in the future"
+/// (tolerated skew) counts as now, so it buys neither freshness nor grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_in_within_the_tolerated_skew_counts_as_now() {
+    let server = TestServer::start().await;
+    seed_org(&server).await; // baseline: grace 0
+    let mut bob = mac("mac-bob", "bob", "C02BOB0001");
+    bob.file_vault = pb::FileVaultState::NotEncrypted as i32;
+    bob.last_check_in = Some(prost_types::Timestamp { seconds: now_secs() + 4 * MINUTE, nanos: 0 });
+    server.report(vec![bob]).await;
+    let before = now_secs();
+    // Denied at once, not after five minutes of grace bought by the skew.
+    assert_decision(&server.check("bob", "mac-bob").await, D::Deny, S::Noncompliant, &["NONCOMPLIANT"]);
+    let e = server
+        .compliance()
+        .evaluate_device(pb::EvaluateDeviceRequest { device_id: "mac-bob".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let ends = e.policies[0].grace_period_ends.unwrap().seconds;
+    assert!(ends <= before + 1, "the grace period (0 hours) ended at {ends}, by now ({before})");
     server.stop().await;
 }

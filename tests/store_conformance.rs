@@ -15,13 +15,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use posture::domain::model::{
-    Assignment, Connector, Device, Group, GroupKind, NoPolicyTreatment, Policy, TenantSettings, User,
+    Assignment, Connector, ConnectorState, Device, FileVault, Gatekeeper, Group, GroupKind, NoPolicyTreatment, Policy,
+    PolicySettings, Registration, SecurityFacts, Sip, TenantSettings, User,
 };
 use posture::domain::{Change, State, Timestamp};
 use posture::store::postgres::{PostgresOptions, PostgresStore};
 use posture::store::sqlite::SqliteStore;
-use posture::store::{Store, memory::MemoryStore};
-use posture::synthetic;
+use posture::store::{Commit, Store, memory::MemoryStore};
 use sqlx::Connection;
 use tempfile::TempDir;
 use tokio::sync::mpsc::Receiver;
@@ -169,6 +169,8 @@ conformance!(
     reopened_store_keeps_everything,
     concurrent_commits_get_consecutive_revisions,
     notifications_follow_commits_or_are_absent,
+    commits_land_only_on_the_head_they_expect,
+    failures_on_record_go_with_their_device_and_policy,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -176,14 +178,64 @@ conformance!(
 
 const NOW: Timestamp = Timestamp(1_800_000_000);
 
-/// A small organisation (users, groups, policies with assignments, the connector, devices)
-/// as the batches of changes `synthetic` yields.
+fn user_id(i: usize) -> String {
+    format!("user-{i:02}")
+}
+fn device_id(i: usize) -> String {
+    format!("mac-{i:02}")
+}
+fn group_id(i: usize) -> String {
+    format!("group-{i}")
+}
+
+fn policy(i: usize) -> Policy {
+    Policy {
+        id: format!("policy-{i}"),
+        name: format!("Policy {i}"),
+        settings: PolicySettings {
+            os_minimum_version: Some("13.0".parse().unwrap()),
+            storage_encryption_required: Some(true),
+            firewall_enabled: Some(i.is_multiple_of(2)),
+            gatekeeper_minimum: Some(Gatekeeper::AppStoreAndIdentifiedDevelopers),
+            ..PolicySettings::default()
+        },
+        grace_period_hours: 24 * i as u32,
+        updated_at: NOW,
+    }
+}
+
+/// A small organisation (12 users, 4 groups, 3 policies with assignments, the connector, 20
+/// devices, some failing) in batches of at most 8 changes, each batch applicable in order.
 fn organisation() -> Vec<Vec<Change>> {
-    let spec =
-        synthetic::Spec { users: 12, devices: 20, groups: 4, groups_per_user: 2, policies: 3, seed: 7, now: NOW };
-    let mut batches = Vec::new();
-    synthetic::organisation(spec, |changes| batches.push(changes), 8);
-    batches
+    let mut changes: Vec<Change> = (0..12).map(|i| Change::PutUser(user(&user_id(i)))).collect();
+    for g in 0..4 {
+        let members: Vec<String> = (0..12).filter(|u| u % 4 == g || u % 3 == 0).map(user_id).collect();
+        let members: Vec<&str> = members.iter().map(String::as_str).collect();
+        changes.push(Change::PutGroup(group(&group_id(g), &members)));
+    }
+    for p in 0..3 {
+        changes.push(Change::PutPolicy(policy(p)));
+        changes.push(Change::PutAssignment(assignment(&policy(p).id, &[&group_id(p)])));
+    }
+    changes.push(Change::PutConnector(Connector {
+        state: ConnectorState::Enabled,
+        partner_app_id: "jamf".into(),
+        partner_version: Some("11.4.0".parse().unwrap()),
+        include_group_ids: vec![group_id(0), group_id(1)],
+        exclude_group_ids: vec![group_id(3)],
+        enabled_at: Some(NOW.plus_days(-60)),
+        terminated_at: None,
+        removal_at: None,
+    }));
+    for i in 0..20 {
+        changes.push(Change::PutDevice(device(i, i % 12)));
+        if i.is_multiple_of(3) {
+            let policy_id = policy(i % 3).id;
+            changes.push(Change::PutFailing { device_id: device_id(i), policy_id, since: NOW.plus_secs(-(i as i64)) });
+        }
+    }
+    changes.push(Change::PutHeartbeat(NOW));
+    changes.chunks(8).map(<[Change]>::to_vec).collect()
 }
 
 fn user(id: &str) -> User {
@@ -195,8 +247,30 @@ fn user(id: &str) -> User {
     }
 }
 
+/// Mac `i` of user `user`; every third one has FileVault off.
 fn device(i: usize, user: usize) -> Device {
-    synthetic::mac(i, user, 7, NOW)
+    Device {
+        id: device_id(i),
+        partner_device_id: format!("jamf-{i}"),
+        serial_number: format!("C02{i:09}"),
+        name: format!("Mac {i}"),
+        model: "MacBookPro18,3".into(),
+        user_id: user_id(user),
+        os_version: "14.2.1".parse().unwrap(),
+        os_build: Some("23C71".parse().unwrap()),
+        registration: Registration::Partner,
+        last_check_in: NOW.plus_secs(-(i as i64) * 60),
+        last_token_renewal: NOW.plus_secs(-3600),
+        refresh_token_issued: Some(NOW.plus_days(-1)),
+        facts: SecurityFacts {
+            system_integrity_protection: Some(Sip::Enabled),
+            file_vault: Some(if i.is_multiple_of(3) { FileVault::NotEncrypted } else { FileVault::AllEncrypted }),
+            gatekeeper: Some(Gatekeeper::AppStore),
+            firewall_enabled: Some(true),
+            ..SecurityFacts::default()
+        },
+        partner_verdict: None,
+    }
 }
 
 fn group(id: &str, members: &[&str]) -> Group {
@@ -234,6 +308,9 @@ struct Contents {
     assignments: Vec<Assignment>,
     connector: Connector,
     settings: TenantSettings,
+    heartbeat: Option<Timestamp>,
+    /// (device, policy, since) of every failure on record for the devices `changes` mention.
+    failing: Vec<(String, String, Timestamp)>,
     /// member → its groups; user → its devices; serial → its devices (all sorted).
     indexes: BTreeMap<String, Indexes>,
 }
@@ -251,15 +328,24 @@ fn contents(state: &State, changes: &[Change]) -> Contents {
     }
     let mut policy_ids = BTreeSet::new();
     let mut keys = BTreeSet::new();
+    let mut device_ids = BTreeSet::new();
     for change in changes {
         match change {
+            Change::PutFailing { device_id, .. } | Change::DeleteFailing { device_id, .. } => {
+                device_ids.insert(device_id.clone());
+            }
             Change::PutPolicy(p) => policy_ids.extend([p.id.clone()]),
             Change::DeletePolicy(id) => policy_ids.extend([id.clone()]),
             Change::PutAssignment(a) => policy_ids.extend([a.policy_id.clone()]),
             Change::PutUser(u) => keys.extend([u.id.clone()]),
-            Change::DeleteUser(id) | Change::DeleteDevice(id) => keys.extend([id.clone()]),
+            Change::DeleteUser(id) => keys.extend([id.clone()]),
+            Change::DeleteDevice(id) => {
+                keys.extend([id.clone()]);
+                device_ids.insert(id.clone());
+            }
             Change::PutDevice(d) => {
                 keys.extend([d.id.clone(), d.user_id.clone(), d.serial_number.clone()]);
+                device_ids.insert(d.id.clone());
             }
             Change::PutGroup(g) => keys.extend(g.members.iter().cloned()),
             _ => {}
@@ -273,6 +359,11 @@ fn contents(state: &State, changes: &[Change]) -> Contents {
         assignments: policy_ids.iter().filter_map(|id| state.assignment(id).cloned()).collect(),
         connector: state.connector().clone(),
         settings: *state.settings(),
+        heartbeat: state.heartbeat(),
+        failing: device_ids
+            .iter()
+            .flat_map(|d| state.failing_of(d).map(|(p, t)| (d.clone(), p.to_string(), t)).collect::<Vec<_>>())
+            .collect(),
         indexes: keys
             .into_iter()
             .map(|k| {
@@ -296,10 +387,23 @@ fn applied(batches: &[Vec<Change>]) -> State {
     state
 }
 
+/// The latest committed revision.
+async fn head(store: &dyn Store) -> u64 {
+    store.load().await.expect("load").revision
+}
+
+/// Commits `changes` on top of the latest revision, which nothing else is writing to.
+async fn commit(store: &dyn Store, changes: &[Change]) -> u64 {
+    match store.commit(head(store).await, changes, NOW.0).await.expect("commit") {
+        Commit::Done(revision) => revision,
+        Commit::Conflict => panic!("nothing else commits here"),
+    }
+}
+
 async fn commit_all(store: &dyn Store, batches: &[Vec<Change>]) -> Vec<u64> {
     let mut revisions = Vec::new();
-    for (i, batch) in batches.iter().enumerate() {
-        revisions.push(store.commit(batch, NOW.0 + i as i64).await.expect("commit"));
+    for batch in batches {
+        revisions.push(commit(store, batch).await);
     }
     revisions
 }
@@ -340,7 +444,7 @@ async fn commits_number_revisions_from_one(store: Arc<dyn Store>, _db: Arc<Db>) 
     assert_eq!(commit_all(&*store, &batches).await, vec![1, 2, 3, 4, 5]);
     assert_eq!(store.load().await.expect("load").revision, 5);
     // An empty commit is still a revision.
-    assert_eq!(store.commit(&[], NOW.0).await.expect("empty commit"), 6);
+    assert_eq!(commit(&*store, &[]).await, 6);
     assert_eq!(store.load().await.expect("load").revision, 6);
 }
 
@@ -349,8 +453,8 @@ async fn load_reproduces_the_applied_state(store: Arc<dyn Store>, _db: Arc<Db>) 
     batches.push(vec![Change::PutSettings(settings())]);
     // Rewrites of entities already stored, and a device moving to another user and serial.
     batches.push(vec![
-        Change::PutUser(User { premium_identity_licence: true, ..user(&synthetic::user_id(3)) }),
-        Change::PutGroup(group(&synthetic::group_id(1), &[&synthetic::user_id(0), &synthetic::user_id(5)])),
+        Change::PutUser(User { premium_identity_licence: true, ..user(&user_id(3)) }),
+        Change::PutGroup(group(&group_id(1), &[&user_id(0), &user_id(5)])),
         Change::PutDevice(Device { serial_number: "MOVED-SERIAL".into(), ..device(4, 9) }),
     ]);
     let revisions = commit_all(&*store, &batches).await;
@@ -368,8 +472,8 @@ async fn load_reproduces_the_applied_state(store: Arc<dyn Store>, _db: Arc<Db>) 
 }
 
 async fn deletes_persist(store: Arc<dyn Store>, _db: Arc<Db>) {
-    let policy = synthetic::full_policy(1, NOW);
-    let kept_policy = synthetic::full_policy(2, NOW);
+    let kept_policy = policy(2);
+    let policy = policy(1);
     let puts = vec![
         Change::PutUser(user("alice")),
         Change::PutUser(user("bob")),
@@ -411,14 +515,14 @@ async fn deletes_persist(store: Arc<dyn Store>, _db: Arc<Db>) {
     assert_eq!(contents(&state, &all), contents(&applied(&batches), &all));
 
     // Put back after a delete.
-    store.commit(&[Change::PutUser(user("alice"))], NOW.0).await.expect("commit");
+    commit(&*store, &[Change::PutUser(user("alice"))]).await;
     assert!(store.load().await.expect("load").state.user("alice").is_some());
 }
 
 async fn changes_since_returns_later_revisions_in_order(store: Arc<dyn Store>, _db: Arc<Db>) {
     let mut batches = organisation();
     batches.truncate(6);
-    batches.push(vec![Change::DeleteUser(synthetic::user_id(0)), Change::PutSettings(settings())]);
+    batches.push(vec![Change::DeleteUser(user_id(0)), Change::PutSettings(settings())]);
     batches.push(vec![]);
     let n = batches.len() as u64;
     commit_all(&*store, &batches).await;
@@ -453,7 +557,7 @@ async fn reopened_store_keeps_everything(store: Arc<dyn Store>, db: Arc<Db>) {
         return;
     }
     let mut batches = organisation();
-    batches.push(vec![Change::PutSettings(settings()), Change::DeleteDevice(synthetic::device_id(3))]);
+    batches.push(vec![Change::PutSettings(settings()), Change::DeleteDevice(device_id(3))]);
     commit_all(&*store, &batches).await;
     let before = store.load().await.expect("load");
     let log = store.changes_since(0, 1000).await.expect("log");
@@ -467,7 +571,7 @@ async fn reopened_store_keeps_everything(store: Arc<dyn Store>, db: Arc<Db>) {
     assert_eq!(contents(&after.state, &all), contents(&applied(&batches), &all));
     assert_eq!(reopened.changes_since(0, 1000).await.expect("log after reopening"), log);
     // Numbering carries on.
-    let next = reopened.commit(&[Change::PutUser(user("after-reopen"))], NOW.0).await.expect("commit");
+    let next = commit(&*reopened, &[Change::PutUser(user("after-reopen"))]).await;
     assert_eq!(next, before.revision + 1);
     drop(reopened);
     // Opening again (migrations already applied) is fine too.
@@ -480,9 +584,18 @@ async fn concurrent_commits_get_consecutive_revisions(store: Arc<dyn Store>, db:
     let writer = |handle: Arc<dyn Store>, name: &'static str| {
         tokio::spawn(async move {
             let mut committed = Vec::new();
+            let mut expected = 0;
             for i in 0..PER_HANDLE {
                 let changes = vec![Change::PutUser(user(&format!("{name}-{i}")))];
-                let revision = handle.commit(&changes, NOW.0).await.expect("concurrent commit");
+                // Behind the head: nothing written; look the head up and try again.
+                let revision = loop {
+                    match handle.commit(expected, &changes, NOW.0).await.expect("concurrent commit") {
+                        Commit::Done(revision) => break revision,
+                        Commit::Conflict => expected = head(&*handle).await,
+                    }
+                };
+                assert_eq!(revision, expected + 1);
+                expected = revision;
                 committed.push((revision, changes));
             }
             committed
@@ -516,16 +629,117 @@ async fn notifications_follow_commits_or_are_absent(store: Arc<dyn Store>, db: A
     let mut rx = feed.expect("PostgreSQL has a change feed");
     // From another handle, as another replica would.
     let other = db.open().await;
-    let first = other.commit(&[Change::PutUser(user("notified"))], NOW.0).await.expect("commit");
+    let first = commit(&*other, &[Change::PutUser(user("notified"))]).await;
     wait_for_revision(&mut rx, first).await;
     // And its own commits.
-    let second = store.commit(&[Change::DeleteUser("notified".into())], NOW.0).await.expect("commit");
+    let second = commit(&*store, &[Change::DeleteUser("notified".into())]).await;
     wait_for_revision(&mut rx, second).await;
     // Several receivers at once each get every revision.
     let mut rx2 = other.notifications().await.expect("notifications").expect("a feed");
-    let third = other.commit(&[], NOW.0).await.expect("commit");
+    let third = commit(&*other, &[]).await;
     wait_for_revision(&mut rx, third).await;
     wait_for_revision(&mut rx2, third).await;
+}
+
+async fn commits_land_only_on_the_head_they_expect(store: Arc<dyn Store>, _db: Arc<Db>) {
+    let put = |id: &str| vec![Change::PutUser(user(id))];
+    assert_eq!(store.commit(0, &put("first"), NOW.0).await.expect("commit"), Commit::Done(1));
+    // Validated at revision 0, but 1 is the head now: nothing is written.
+    assert_eq!(store.commit(0, &put("stale"), NOW.0).await.expect("commit"), Commit::Conflict);
+    // Ahead of the head: nothing either.
+    assert_eq!(store.commit(7, &put("ahead"), NOW.0).await.expect("commit"), Commit::Conflict);
+    let snapshot = store.load().await.expect("load");
+    assert_eq!(snapshot.revision, 1);
+    assert!(snapshot.state.user("stale").is_none() && snapshot.state.user("ahead").is_none());
+    assert_eq!(store.changes_since(0, 10).await.expect("log"), vec![(1, put("first"))]);
+    assert_eq!(store.commit(1, &put("second"), NOW.0).await.expect("commit"), Commit::Done(2));
+}
+
+async fn failures_on_record_go_with_their_device_and_policy(store: Arc<dyn Store>, _db: Arc<Db>) {
+    let failing = |d: usize, p: usize, since: i64| Change::PutFailing {
+        device_id: device_id(d),
+        policy_id: policy(p).id,
+        since: Timestamp(since),
+    };
+    let batches = vec![
+        vec![
+            Change::PutPolicy(policy(1)),
+            Change::PutPolicy(policy(2)),
+            Change::PutDevice(device(1, 0)),
+            Change::PutDevice(device(2, 0)),
+            failing(1, 1, 100),
+            failing(1, 2, 200),
+            failing(2, 1, 300),
+            failing(2, 2, 400),
+        ],
+        // An upsert moves the start; a delete removes one record.
+        vec![failing(2, 1, 250), Change::DeleteFailing { device_id: device_id(2), policy_id: policy(2).id }],
+        // A deleted policy and a deleted device take their records with them.
+        vec![Change::DeletePolicy(policy(2).id), Change::DeleteDevice(device_id(1))],
+    ];
+    let expected = [
+        vec![(1, 1, 100), (1, 2, 200), (2, 1, 300), (2, 2, 400)],
+        vec![(1, 1, 100), (1, 2, 200), (2, 1, 250)],
+        vec![(2, 1, 250)],
+    ];
+    for (batch, expected) in batches.iter().zip(expected) {
+        commit(&*store, batch).await;
+        let state = store.load().await.expect("load").state;
+        let on_record: Vec<(String, String, Timestamp)> = [1, 2]
+            .iter()
+            .flat_map(|d| {
+                state.failing_of(&device_id(*d)).map(|(p, t)| (device_id(*d), p.to_string(), t)).collect::<Vec<_>>()
+            })
+            .collect();
+        let expected: Vec<(String, String, Timestamp)> =
+            expected.iter().map(|(d, p, t)| (device_id(*d), policy(*p).id, Timestamp(*t))).collect();
+        assert_eq!(on_record, expected);
+    }
+    let all = batches.concat();
+    assert_eq!(contents(&store.load().await.expect("load").state, &all), contents(&applied(&batches), &all));
+}
+
+/// A database written by a version that kept grace-period bookkeeping inside each device's
+/// JSON body (schema version 1), as `old` leaves it: one device failing policy-1 since 1234.
+const OLD_DEVICE_BODY: &str = r#"{"id":"mac-old","partner_device_id":"","serial_number":"C02OLD","name":"","model":"",
+    "user_id":"u","os_version":"14.2.1","os_build":null,"registration":"Partner","last_check_in":1800000000,
+    "last_token_renewal":1800000000,"refresh_token_issued":null,"facts":{"system_integrity_protection":null,
+    "file_vault":"NotEncrypted","gatekeeper":null,"firewall_enabled":null,"firewall_block_all_incoming":null,
+    "firewall_stealth_mode":null,"password":{"required":null,"simple_blocked":null,"min_length":null,"kind":null,
+    "min_character_sets":null,"minutes_of_inactivity_before_lock":null,"expiry_days":null,
+    "previous_passwords_blocked":null},"threat_level":null},"partner_verdict":null,
+    "failing_since":{"policy-1":1234}}"#;
+
+async fn write_version_1<DB>(conn: &mut DB::Connection, schema_1: &str)
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    use sqlx::Executor;
+    conn.execute(schema_1).await.expect("schema 1");
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)").await.expect("table");
+    conn.execute("INSERT INTO schema_migrations (version) VALUES (1)").await.expect("version 1");
+    let body = OLD_DEVICE_BODY.replace('\n', "").replace("    ", "");
+    let insert =
+        format!("INSERT INTO devices (id, user_id, serial_number, body) VALUES ('mac-old', 'u', 'C02OLD', '{body}')");
+    conn.execute(insert.as_str()).await.expect("old device");
+}
+
+fn assert_migrated(state: &State) {
+    let device = state.device("mac-old").expect("the device loads");
+    assert_eq!(device.facts.file_vault, Some(FileVault::NotEncrypted));
+    assert_eq!(state.failing_of("mac-old").collect::<Vec<_>>(), vec![("policy-1", Timestamp(1234))]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_moves_old_bookkeeping_out_of_device_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("posture.db");
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", path.display())).await.unwrap();
+    write_version_1::<sqlx::Sqlite>(&mut conn, include_str!("../migrations/sqlite/0001_init.sql")).await;
+    drop(conn);
+    let store = SqliteStore::open(&path).await.expect("open and migrate");
+    assert_migrated(&store.load().await.expect("load").state);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -552,6 +766,20 @@ mod postgres_only {
         }
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_moves_old_bookkeeping_out_of_device_records() {
+        with_schema(|url, schema| async move {
+            let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+            sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut conn).await.expect("schema");
+            sqlx::query(&format!("SET search_path TO {schema}")).execute(&mut conn).await.expect("search_path");
+            write_version_1::<sqlx::Postgres>(&mut conn, include_str!("../migrations/postgres/0001_init.sql")).await;
+            drop(conn);
+            let store = PostgresStore::open_in_schema(&url, &schema).await.expect("open and migrate");
+            assert_migrated(&store.load().await.expect("load").state);
+        })
+        .await;
+    }
+
     fn with_query(url: &str, query: &str) -> String {
         format!("{url}{}{query}", if url.contains('?') { '&' } else { '?' })
     }
@@ -572,7 +800,7 @@ mod postgres_only {
             let mut revisions = Vec::new();
             for store in &stores {
                 assert_eq!(store.schema(), schema);
-                revisions.push(store.commit(&[], NOW.0).await.expect("commit"));
+                revisions.push(commit(store, &[]).await);
             }
             assert_eq!(revisions, vec![1, 2, 3, 4]);
             let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
@@ -581,7 +809,7 @@ mod postgres_only {
                     .fetch_all(&mut conn)
                     .await
                     .expect("schema_migrations");
-            assert_eq!(applied, vec![1]);
+            assert_eq!(applied, vec![1, 2]);
         })
         .await;
     }
@@ -592,7 +820,7 @@ mod postgres_only {
     async fn store_open_takes_postgres_urls() {
         with_schema(|url, schema| async move {
             let created = PostgresStore::open_in_schema(&url, &schema).await.expect("create the schema");
-            assert_eq!(created.commit(&[Change::PutUser(user("u"))], NOW.0).await.expect("commit"), 1);
+            assert_eq!(commit(&created, &[Change::PutUser(user("u"))]).await, 1);
 
             let search_path = with_query(&url, &format!("options=-c%20search_path%3D{schema}"));
             let by_search_path = posture::store::open(&search_path).await.expect("open with search_path");
@@ -602,7 +830,7 @@ mod postgres_only {
             let by_parameter = posture::store::open(&with_query(&other_scheme, &format!("posture_schema={schema}")))
                 .await
                 .expect("open with posture_schema");
-            assert_eq!(by_parameter.commit(&[], NOW.0).await.expect("commit"), 2);
+            assert_eq!(commit(&*by_parameter, &[]).await, 2);
             assert_eq!(by_search_path.changes_since(0, 10).await.expect("log").len(), 2);
 
             let missing = with_query(&url, "options=-c%20search_path%3Dposture_no_such_schema");
@@ -614,7 +842,8 @@ mod postgres_only {
     }
 
     /// Without advisory locks (for engines that lack them) racing commits collide on the
-    /// revision and are retried: revisions stay distinct and consecutive.
+    /// revision: the loser writes nothing and is told so; revisions stay distinct and
+    /// consecutive.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn commits_without_advisory_locks_stay_consecutive() {
         with_schema(|url, schema| async move {
@@ -623,17 +852,30 @@ mod postgres_only {
             let b = Arc::new(PostgresStore::open_with(&url, options).await.expect("open b"));
             let writer = |store: Arc<PostgresStore>| {
                 tokio::spawn(async move {
-                    let mut revisions = Vec::new();
+                    let (mut revisions, mut conflicts, mut expected) = (Vec::new(), 0, 0);
                     for i in 0..20 {
-                        revisions.push(
-                            store.commit(&[Change::PutUser(user(&format!("u{i}")))], NOW.0).await.expect("commit"),
-                        );
+                        let changes = [Change::PutUser(user(&format!("u{i}")))];
+                        loop {
+                            match store.commit(expected, &changes, NOW.0).await.expect("commit") {
+                                Commit::Done(revision) => {
+                                    revisions.push(revision);
+                                    expected = revision;
+                                    break;
+                                }
+                                Commit::Conflict => {
+                                    conflicts += 1;
+                                    expected = head(&*store).await;
+                                }
+                            }
+                        }
                     }
-                    revisions
+                    (revisions, conflicts)
                 })
             };
             let (ra, rb) = tokio::join!(writer(a.clone()), writer(b));
-            let mut revisions: Vec<u64> = ra.expect("a").into_iter().chain(rb.expect("b")).collect();
+            let ((ra, ca), (rb, cb)) = (ra.expect("a"), rb.expect("b"));
+            assert!(ca + cb > 0, "two writers racing from revision 0 conflict at least once");
+            let mut revisions: Vec<u64> = ra.into_iter().chain(rb).collect();
             revisions.sort();
             assert_eq!(revisions, (1..=40).collect::<Vec<_>>());
             let log: Vec<u64> = a.changes_since(0, 100).await.expect("log").into_iter().map(|(r, _)| r).collect();
@@ -649,7 +891,7 @@ mod postgres_only {
         with_schema(|url, schema| async move {
             let store = PostgresStore::open_in_schema(&url, &schema).await.expect("open");
             let mut rx = store.notifications().await.expect("notifications").expect("a feed");
-            let first = store.commit(&[], NOW.0).await.expect("commit");
+            let first = commit(&store, &[]).await;
             wait_for_revision(&mut rx, first).await;
 
             let mut admin = sqlx::PgConnection::connect(&url).await.expect("connect");
@@ -665,7 +907,7 @@ mod postgres_only {
 
             // The feed notices, reconnects and sends the last revision it knew: re-check.
             assert_eq!(next_notification(&mut rx).await, first);
-            let second = store.commit(&[], NOW.0).await.expect("commit");
+            let second = commit(&store, &[]).await;
             wait_for_revision(&mut rx, second).await;
         })
         .await;
@@ -679,7 +921,7 @@ mod postgres_only {
                 .await
                 .expect("open");
             assert!(store.notifications().await.expect("notifications").is_none());
-            assert_eq!(store.commit(&[], NOW.0).await.expect("commit"), 1);
+            assert_eq!(commit(&store, &[]).await, 1);
         })
         .await;
     }

@@ -48,10 +48,16 @@ pub enum ReasonCode {
     NoPolicy,
     PartnerVerdictNoncompliant,
     PolicyTargetsDeviceGroup,
+    /// Allowed on the partner's own verdict (the partner decided, not posture's policies).
+    PartnerVerdictCompliant,
+    /// The partner's verdict is 24 hours old or more.
+    PartnerVerdictStale,
+    /// This replica has lost its store for longer than the allowed staleness.
+    StoreUnavailable,
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 21] = [
+    pub const ALL: [ReasonCode; 24] = [
         ReasonCode::Compliant,
         ReasonCode::InGracePeriod,
         ReasonCode::DeviceUnknown,
@@ -73,6 +79,9 @@ impl ReasonCode {
         ReasonCode::NoPolicy,
         ReasonCode::PartnerVerdictNoncompliant,
         ReasonCode::PolicyTargetsDeviceGroup,
+        ReasonCode::PartnerVerdictCompliant,
+        ReasonCode::PartnerVerdictStale,
+        ReasonCode::StoreUnavailable,
     ];
 
     /// The SCREAMING_SNAKE name used on the wire and in metrics.
@@ -100,12 +109,43 @@ impl ReasonCode {
             NoPolicy => "NO_POLICY",
             PartnerVerdictNoncompliant => "PARTNER_VERDICT_NONCOMPLIANT",
             PolicyTargetsDeviceGroup => "POLICY_TARGETS_DEVICE_GROUP",
+            PartnerVerdictCompliant => "PARTNER_VERDICT_COMPLIANT",
+            PartnerVerdictStale => "PARTNER_VERDICT_STALE",
+            StoreUnavailable => "STORE_UNAVAILABLE",
         }
     }
 
-    /// Does this reason deny access on its own?
+    /// Does this reason deny access on its own? Only the listed ones do not, so a reason
+    /// added later denies unless it is added here on purpose.
     pub fn denies(self) -> bool {
-        !matches!(self, ReasonCode::Compliant | ReasonCode::InGracePeriod | ReasonCode::PolicyTargetsDeviceGroup)
+        !matches!(
+            self,
+            ReasonCode::Compliant
+                | ReasonCode::InGracePeriod
+                | ReasonCode::PolicyTargetsDeviceGroup
+                | ReasonCode::PartnerVerdictCompliant
+        )
+    }
+}
+
+impl ReasonCode {
+    /// Does this reason say why a device's compliance state is what it is, beyond its policy
+    /// results? (EvaluateDevice lists these beside the policies.)
+    pub fn explains_state(self) -> bool {
+        use ReasonCode::*;
+        matches!(
+            self,
+            NoPolicy
+                | ValidityExpired
+                | PartnerVerdictNoncompliant
+                | PartnerVerdictCompliant
+                | PartnerVerdictStale
+                | PolicyTargetsDeviceGroup
+                | Unresponsive
+                | TokenStale
+                | IntegrationDisabled
+                | DeviceRemoved
+        )
     }
 }
 
@@ -116,7 +156,7 @@ pub struct Reason {
 }
 
 impl Reason {
-    fn new(code: ReasonCode, message: impl Into<Cow<'static, str>>) -> Self {
+    pub fn new(code: ReasonCode, message: impl Into<Cow<'static, str>>) -> Self {
         Reason { code, message: message.into() }
     }
 }
@@ -241,14 +281,17 @@ pub fn decide_evaluated(state: &State, device: &Device, eval: &Evaluation, now: 
                 ReasonCode::DeviceRemoved,
                 format!("the partner connector was terminated; its Macs were removed at {removal}"),
             ),
-            _ => {
-                if let Some(removal) = connector.removal_at {
+            removal => {
+                if let Some(removal) = removal {
                     until(removal);
                 }
+                let removed = removal.map(|r| format!("; its Macs will be removed at {r}")).unwrap_or_default();
                 deny(
                     &mut reasons,
                     ReasonCode::IntegrationDisabled,
-                    "the partner integration is terminated; re-enable the connector".into(),
+                    format!(
+                        "the partner integration is terminated and its Macs are noncompliant{removed}; re-enable the connector"
+                    ),
                 )
             }
         },
@@ -292,7 +335,7 @@ pub fn decide_evaluated(state: &State, device: &Device, eval: &Evaluation, now: 
     }
 
     // Freshness (rule 5): never compliant on old data.
-    let Freshness { unresponsive, token_stale, .. } = eval.freshness;
+    let Freshness { unresponsive, token_stale, verdict_stale, .. } = eval.freshness;
     if unresponsive {
         deny(
             &mut reasons,
@@ -305,6 +348,13 @@ pub fn decide_evaluated(state: &State, device: &Device, eval: &Evaluation, now: 
             &mut reasons,
             ReasonCode::TokenStale,
             format!("the directory token was last renewed at {} (over 24 hours ago)", device.last_token_renewal),
+        );
+    }
+    if verdict_stale && let Some(v) = device.partner_verdict {
+        deny(
+            &mut reasons,
+            ReasonCode::PartnerVerdictStale,
+            format!("the partner's verdict was decided at {} (24 hours or more ago); it is not trusted", v.decided_at),
         );
     }
     if let Some(issued) = device.refresh_token_issued {
@@ -330,9 +380,9 @@ pub fn decide_evaluated(state: &State, device: &Device, eval: &Evaluation, now: 
     // Compliance itself.
     compliance_reasons(eval, &mut reasons);
 
-    let allow = !reasons.iter().any(|r| r.code.denies());
+    let allow = allows(eval.state, &reasons);
     if allow && !reasons.iter().any(|r| r.code == ReasonCode::InGracePeriod) {
-        reasons.insert(0, Reason::new(ReasonCode::Compliant, "the device meets every policy that applies"));
+        reasons.insert(0, allowed_reason(eval));
     }
     DeviceDecision {
         device_id: device.id.clone(),
@@ -341,6 +391,40 @@ pub fn decide_evaluated(state: &State, device: &Device, eval: &Evaluation, now: 
         state: eval.state,
         reasons,
         valid_until: next,
+    }
+}
+
+/// ALLOW needs both: a state that lets in, and no reason that denies. (So neither a state nor a
+/// reason code added later can allow by accident.)
+pub fn allows(state: ComplianceState, reasons: &[Reason]) -> bool {
+    state.allows_access() && !reasons.iter().any(|r| r.code.denies())
+}
+
+/// Why an allowed device is allowed (outside a grace period).
+fn allowed_reason(eval: &Evaluation) -> Reason {
+    match eval.cause {
+        StateCause::PartnerVerdict { decided_at, .. } => Reason::new(
+            ReasonCode::PartnerVerdictCompliant,
+            format!("the partner decided at {decided_at} that the device is compliant"),
+        ),
+        StateCause::NoPolicy(_) => Reason::new(
+            ReasonCode::Compliant,
+            "no compliance policy applies and the tenant counts such devices as compliant",
+        ),
+        _ => Reason::new(ReasonCode::Compliant, "the device meets every policy that applies"),
+    }
+}
+
+/// The decision of a replica that cannot vouch for its data: it has not confirmed the store's
+/// latest revision for longer than it may serve without.
+pub fn store_unavailable(device_id: &str, message: String) -> DeviceDecision {
+    DeviceDecision {
+        device_id: device_id.to_string(),
+        primary_user_id: None,
+        allow: false,
+        state: ComplianceState::Unknown,
+        reasons: vec![Reason::new(ReasonCode::StoreUnavailable, message)],
+        valid_until: None,
     }
 }
 
@@ -358,9 +442,11 @@ fn compliance_reasons(eval: &Evaluation, reasons: &mut Vec<Reason>) {
             ReasonCode::ValidityExpired,
             format!("nothing reported since {} and the validity period ended at {}", reported_at, valid_until),
         )),
-        StateCause::PartnerVerdict(false) => reasons
-            .push(Reason::new(ReasonCode::PartnerVerdictNoncompliant, "the partner reported the device noncompliant")),
-        StateCause::PartnerVerdict(true) => {}
+        StateCause::PartnerVerdict { compliant: false, decided_at } => reasons.push(Reason::new(
+            ReasonCode::PartnerVerdictNoncompliant,
+            format!("the partner decided at {decided_at} that the device is noncompliant"),
+        )),
+        StateCause::PartnerVerdict { compliant: true, .. } => {}
         StateCause::NoPolicy(t) => {
             if t == NoPolicyTreatment::Noncompliant {
                 reasons.push(Reason::new(

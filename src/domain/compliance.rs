@@ -1,10 +1,9 @@
 //! Compliance evaluation: every policy that applies to a device's user, every configured
 //! setting, the most severe result wins, grace periods, freshness and the validity period.
 
-use std::collections::BTreeMap;
-
 use super::model::{
-    Device, FileVault, Gatekeeper, GroupKind, NoPolicyTreatment, PasswordType, Policy, PolicySettings, Sip, Timestamp,
+    ConnectorState, Device, FileVault, Gatekeeper, GroupKind, NoPolicyTreatment, PasswordType, Policy, PolicySettings,
+    Sip, Timestamp,
 };
 use super::state::State;
 
@@ -12,6 +11,8 @@ use super::state::State;
 pub const UNRESPONSIVE_AFTER_SECS: i64 = 24 * Timestamp::HOUR;
 /// The directory token is renewed every 12 hours; not renewed for over 24 is unresponsive.
 pub const TOKEN_STALE_AFTER_SECS: i64 = 24 * Timestamp::HOUR;
+/// A partner verdict is as old as the data it was made from: after 24 hours it is not trusted.
+pub const VERDICT_STALE_AFTER_SECS: i64 = 24 * Timestamp::HOUR;
 
 /// Result of one setting or policy, and the device's overall state. Ordered by severity:
 /// with several results, the most severe (the greatest) wins.
@@ -71,7 +72,7 @@ pub enum StateCause {
     /// No policy applies; the tenant setting decided.
     NoPolicy(NoPolicyTreatment),
     /// The partner decided compliance itself (the 2024 mode).
-    PartnerVerdict(bool),
+    PartnerVerdict { compliant: bool, decided_at: Timestamp },
     /// Nothing reported within the validity period.
     ValidityExpired { reported_at: Timestamp, valid_until: Timestamp },
 }
@@ -83,7 +84,9 @@ pub struct Freshness {
     pub unresponsive: bool,
     /// Directory token not renewed for over 24 hours.
     pub token_stale: bool,
-    /// The next instant at which either changes.
+    /// The partner's verdict was decided 24 hours ago or more.
+    pub verdict_stale: bool,
+    /// The next instant at which any of them changes.
     pub next_change: Option<Timestamp>,
 }
 
@@ -91,11 +94,18 @@ impl Freshness {
     pub fn of(device: &Device, now: Timestamp) -> Freshness {
         let unresponsive_at = device.last_check_in.plus_secs(UNRESPONSIVE_AFTER_SECS);
         let stale_at = device.last_token_renewal.plus_secs(TOKEN_STALE_AFTER_SECS + 1);
-        let next = [unresponsive_at, stale_at].into_iter().filter(|t| *t > now).min();
-        Freshness { unresponsive: now >= unresponsive_at, token_stale: now >= stale_at, next_change: next }
+        let verdict_stale_at = device.partner_verdict.map(|v| v.decided_at.plus_secs(VERDICT_STALE_AFTER_SECS));
+        let next =
+            [Some(unresponsive_at), Some(stale_at), verdict_stale_at].into_iter().flatten().filter(|t| *t > now).min();
+        Freshness {
+            unresponsive: now >= unresponsive_at,
+            token_stale: now >= stale_at,
+            verdict_stale: verdict_stale_at.is_some_and(|t| now >= t),
+            next_change: next,
+        }
     }
     pub fn fresh(&self) -> bool {
-        !self.unresponsive && !self.token_stale
+        !self.unresponsive && !self.token_stale && !self.verdict_stale
     }
 }
 
@@ -145,6 +155,10 @@ pub fn evaluate<'a>(state: &'a State, device: &'a Device, now: Timestamp, detail
     if !freshness.fresh() {
         eval.state = eval.state.max(ComplianceState::Unknown);
     }
+    // A terminated connector's Macs are marked noncompliant at once (and removed later).
+    if state.connector().state == ConnectorState::Terminated {
+        eval.state = ComplianceState::Noncompliant;
+    }
     eval
 }
 
@@ -156,7 +170,7 @@ fn evaluate_policies<'a>(state: &'a State, device: &'a Device, now: Timestamp, d
     let mut eval = Evaluation {
         state: ComplianceState::Compliant,
         cause: StateCause::Policies,
-        freshness: Freshness { unresponsive: false, token_stale: false, next_change: None },
+        freshness: Freshness { unresponsive: false, token_stale: false, verdict_stale: false, next_change: None },
         policies: Vec::new(),
         grace_period_ends: None,
         device_group_policies,
@@ -170,7 +184,7 @@ fn evaluate_policies<'a>(state: &'a State, device: &'a Device, now: Timestamp, d
     }
     if let Some(v) = device.partner_verdict {
         eval.state = if v.compliant { ComplianceState::Compliant } else { ComplianceState::Noncompliant };
-        eval.cause = StateCause::PartnerVerdict(v.compliant);
+        eval.cause = StateCause::PartnerVerdict { compliant: v.compliant, decided_at: v.decided_at };
         return eval;
     }
     let mut grace_period_ends: Option<Timestamp> = None;
@@ -179,7 +193,7 @@ fn evaluate_policies<'a>(state: &'a State, device: &'a Device, now: Timestamp, d
         let mut result =
             PolicyResult { policy: p, state: outcome.others, settings: Vec::new(), grace_period_ends: None };
         if outcome.failing {
-            let ends = failing_since(device, p).plus_hours(i64::from(p.grace_period_hours));
+            let ends = failing_since(state, device, p).plus_hours(i64::from(p.grace_period_hours));
             result.grace_period_ends = Some(ends);
             if now < ends {
                 // Grace covers the failing settings only: an unreported (error) setting
@@ -215,27 +229,17 @@ fn evaluate_policies<'a>(state: &'a State, device: &'a Device, now: Timestamp, d
     eval
 }
 
-/// When the grace period of `policy` started for `device`: the first check-in seen failing
-/// it, but never before the policy last changed (a changed policy starts a fresh grace period).
-fn failing_since(device: &Device, policy: &Policy) -> Timestamp {
-    device.failing_since.get(&policy.id).copied().unwrap_or(device.last_check_in).max(policy.updated_at)
+/// When the grace period of `policy` started for `device`: when its failure began to count, as
+/// the write that caused it recorded (see `grace`). A failure with no record (which no write
+/// leaves behind) has no grace left: fail closed.
+fn failing_since(state: &State, device: &Device, policy: &Policy) -> Timestamp {
+    state.failing_since(&device.id, &policy.id).unwrap_or(Timestamp(0))
 }
 
-/// The `failing_since` to store with a newly reported `device` (whose previous record was
-/// `previous`): per failing policy, kept while it keeps failing, set at this check-in when it
-/// starts failing; policies it meets are dropped.
-pub fn next_failing_since(state: &State, previous: Option<&Device>, device: &Device) -> BTreeMap<String, Timestamp> {
-    if device.partner_verdict.is_some() {
-        return BTreeMap::new();
-    }
-    applicable_policies(state, &device.user_id)
-        .filter(|p| Outcome::of(&p.settings, device).failing)
-        .map(|p| {
-            let since =
-                previous.and_then(|prev| prev.failing_since.get(&p.id).copied()).unwrap_or(device.last_check_in);
-            (p.id.clone(), since)
-        })
-        .collect()
+/// Does the device fail some configured setting of `settings`? (An unreported setting is an
+/// error, not a failure: grace does not apply to it.)
+pub fn fails(settings: &PolicySettings, device: &Device) -> bool {
+    Outcome::of(settings, device).failing
 }
 
 fn device_group_policies<'a>(state: &'a State, device: &'a Device) -> Vec<(&'a str, &'a str)> {

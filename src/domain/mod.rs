@@ -3,7 +3,9 @@
 
 pub mod access;
 pub mod compliance;
+pub mod connector;
 pub mod diagnosis;
+pub mod grace;
 pub mod model;
 pub mod state;
 pub mod summary;

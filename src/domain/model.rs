@@ -170,10 +170,18 @@ pub struct Device {
     pub refresh_token_issued: Option<Timestamp>,
     pub facts: SecurityFacts,
     pub partner_verdict: Option<PartnerVerdict>,
-    /// Per failing policy id, the check-in at which the device was first seen failing it.
-    /// Grace periods run from here (see `compliance::next_failing_since`).
-    #[serde(default)]
-    pub failing_since: std::collections::BTreeMap<String, Timestamp>,
+}
+
+impl Device {
+    /// Where this report stands in the order of reports for its Mac: a report is older than
+    /// another when its check-in, or its partner verdict, is older.
+    pub fn is_older_than(&self, other: &Device) -> bool {
+        let verdict_older = match (self.partner_verdict, other.partner_verdict) {
+            (Some(a), Some(b)) => a.decided_at < b.decided_at,
+            _ => false,
+        };
+        self.last_check_in < other.last_check_in || verdict_older
+    }
 }
 
 /// Gatekeeper's allowed app sources a policy requires (at least this strict).
@@ -222,7 +230,7 @@ pub struct Policy {
     pub settings: PolicySettings,
     /// "Mark noncompliant after N hours" (0..=8760; 0 = at once).
     pub grace_period_hours: u32,
-    /// When the policy last changed: a device it newly fails is in grace from here.
+    /// When the policy last changed (shown to admins; grace periods do not depend on it).
     pub updated_at: Timestamp,
 }
 

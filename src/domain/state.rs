@@ -11,7 +11,7 @@ use super::targeting::Targets;
 /// Ids are attacker-influenced, so the hasher is seeded; foldhash is fast and seeded.
 type HashMap<K, V> = std::collections::HashMap<K, V, RandomState>;
 
-use super::model::{Assignment, Connector, Device, Group, GroupKind, Policy, TenantSettings, User};
+use super::model::{Assignment, Connector, Device, Group, GroupKind, Policy, TenantSettings, Timestamp, User};
 
 /// One durable change. The store logs these with their revision; replicas replay them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,6 +28,20 @@ pub enum Change {
     PutAssignment(Assignment),
     PutConnector(Connector),
     PutSettings(TenantSettings),
+    /// A device fails a policy, and its failure began to count at `since`: its grace period
+    /// runs from there. Derived by the write that made it so (see `domain::grace`).
+    PutFailing {
+        device_id: String,
+        policy_id: String,
+        since: Timestamp,
+    },
+    /// The device no longer fails the policy (or it no longer applies).
+    DeleteFailing {
+        device_id: String,
+        policy_id: String,
+    },
+    /// When the partner was last heard from (written at most once a minute).
+    PutHeartbeat(Timestamp),
 }
 
 /// Which cached decisions a change can affect.
@@ -89,6 +103,9 @@ pub struct State {
     /// The connector's include and exclude groups as sets.
     connector_targets: Targets,
     settings: TenantSettings,
+    /// device id → (policy id → when its failure of that policy began to count)
+    failing: HashMap<String, BTreeMap<String, Timestamp>>,
+    heartbeat: Option<Timestamp>,
     slots: Slots,
     /// user group id → its members' slots
     group_slots: HashMap<String, Vec<u32>>,
@@ -149,6 +166,22 @@ impl State {
     }
     pub fn settings(&self) -> &TenantSettings {
         &self.settings
+    }
+    /// When `device_id`'s failure of `policy_id` began to count, if it fails it.
+    pub fn failing_since(&self, device_id: &str, policy_id: &str) -> Option<Timestamp> {
+        self.failing.get(device_id).and_then(|f| f.get(policy_id)).copied()
+    }
+    /// Every policy `device_id` fails, with when its failure began to count.
+    pub fn failing_of(&self, device_id: &str) -> impl Iterator<Item = (&str, Timestamp)> {
+        self.failing.get(device_id).into_iter().flatten().map(|(p, t)| (p.as_str(), *t))
+    }
+    /// Every device with a failure of `policy_id` on record.
+    pub fn devices_failing(&self, policy_id: &str) -> impl Iterator<Item = &str> {
+        self.failing.iter().filter(move |(_, f)| f.contains_key(policy_id)).map(|(d, _)| d.as_str())
+    }
+    /// When the partner was last heard from.
+    pub fn heartbeat(&self) -> Option<Timestamp> {
+        self.heartbeat
     }
 
     /// The members' slots of a user group (empty for other groups).
@@ -226,6 +259,8 @@ impl State {
                     touched.devices.extend(self.devices_with_serial(&old.serial_number).iter().cloned());
                     self.unindex_device(&old);
                 }
+                // Its bookkeeping goes with it (the stores delete the rows alike).
+                self.failing.remove(&id);
                 touched
             }
             Change::PutPolicy(policy) => {
@@ -235,6 +270,10 @@ impl State {
             Change::DeletePolicy(id) => {
                 self.policies.remove(&id);
                 self.assignments.remove(&id);
+                self.failing.retain(|_, f| {
+                    f.remove(&id);
+                    !f.is_empty()
+                });
                 Touched { all: true, ..Touched::default() }
             }
             Change::PutAssignment(a) => {
@@ -253,6 +292,24 @@ impl State {
             Change::PutSettings(s) => {
                 self.settings = s;
                 Touched { all: true, ..Touched::default() }
+            }
+            Change::PutFailing { device_id, policy_id, since } => {
+                self.failing.entry(device_id.clone()).or_default().insert(policy_id, since);
+                Touched { all: false, devices: HashSet::from([device_id]) }
+            }
+            Change::DeleteFailing { device_id, policy_id } => {
+                if let Some(f) = self.failing.get_mut(&device_id) {
+                    f.remove(&policy_id);
+                    if f.is_empty() {
+                        self.failing.remove(&device_id);
+                    }
+                }
+                Touched { all: false, devices: HashSet::from([device_id]) }
+            }
+            Change::PutHeartbeat(at) => {
+                // Not a decision input: nothing cached depends on it.
+                self.heartbeat = Some(at);
+                Touched::default()
             }
         }
     }

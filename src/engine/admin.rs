@@ -2,9 +2,14 @@
 
 use super::Engine;
 use crate::domain::access::{REMOVAL_AFTER_DAYS, minimum_partner_version};
+use crate::domain::diagnosis::PartnerCredential;
 use crate::domain::model::{Assignment, Connector, ConnectorState, Group, GroupKind, Policy, TenantSettings, User};
-use crate::domain::{Change, State};
+use crate::domain::version::OsVersion;
+use crate::domain::{Change, State, Timestamp};
 use crate::error::{Error, Result};
+
+/// Devices removed per commit when a terminated connector's removal date comes.
+const REMOVAL_BATCH: usize = 1_000;
 
 /// The include and exclude groups of a policy assignment or of the connector.
 #[derive(Debug, Clone, Default)]
@@ -41,28 +46,25 @@ pub fn check_user_groups(state: &State, field: &str, targets: &GroupTargets) -> 
 }
 
 impl Engine {
-    pub async fn create_policy(&self, mut policy: Policy) -> Result<u64> {
+    pub async fn create_policy(&self, policy: Policy) -> Result<u64> {
         self.write(|state, now| {
             if state.policy(&policy.id).is_some() {
                 return Err(Error::AlreadyExists(format!("policy {} already exists; use UpdatePolicy", policy.id)));
             }
-            policy.updated_at = now;
-            Ok(vec![Change::PutPolicy(policy)])
+            Ok(vec![Change::PutPolicy(Policy { updated_at: now, ..policy.clone() })])
         })
         .await
     }
 
-    pub async fn update_policy(&self, mut policy: Policy) -> Result<u64> {
+    pub async fn update_policy(&self, policy: Policy) -> Result<u64> {
         self.write(|state, now| {
             let Some(old) = state.policy(&policy.id) else {
                 return Err(Error::NotFound(format!("no policy {}; use CreatePolicy", policy.id)));
             };
-            policy.updated_at = old.updated_at;
-            if *old == policy {
+            if *old == (Policy { updated_at: old.updated_at, ..policy.clone() }) {
                 return Ok(vec![]);
             }
-            policy.updated_at = now;
-            Ok(vec![Change::PutPolicy(policy)])
+            Ok(vec![Change::PutPolicy(Policy { updated_at: now, ..policy.clone() })])
         })
         .await
     }
@@ -85,8 +87,8 @@ impl Engine {
             check_user_groups(state, "assignment.", &targets)?;
             let a = Assignment {
                 policy_id: policy_id.to_string(),
-                include_group_ids: targets.include,
-                exclude_group_ids: targets.exclude,
+                include_group_ids: targets.include.clone(),
+                exclude_group_ids: targets.exclude.clone(),
             };
             let unchanged = match state.assignment(policy_id) {
                 Some(old) => *old == a,
@@ -100,19 +102,35 @@ impl Engine {
     pub async fn enable_connector(
         &self,
         partner_app_id: String,
-        partner_version: crate::domain::version::OsVersion,
+        partner_version: OsVersion,
         targets: GroupTargets,
     ) -> Result<u64> {
-        self.write(|state, now| {
-            if partner_version < minimum_partner_version() {
-                return Err(Error::invalid(
-                    "partner_version",
-                    format!(
-                        "{partner_version} is older than {}, the oldest supported partner version",
-                        minimum_partner_version()
-                    ),
-                ));
+        if partner_version < minimum_partner_version() {
+            return Err(Error::invalid(
+                "partner_version",
+                format!(
+                    "{partner_version} is older than {}, the oldest supported partner version",
+                    minimum_partner_version()
+                ),
+            ));
+        }
+        // The partner's credential may report inventory and nothing else (DOMAIN rule 8).
+        match self.credentials().partner_credential(&partner_app_id) {
+            PartnerCredential::LeastPrivilege | PartnerCredential::NotChecked => {}
+            PartnerCredential::Missing => {
+                return Err(Error::FailedPrecondition(format!(
+                    "partner_app_id: no credential {partner_app_id} is configured; the partner reports with its own \
+                     credential, which must have the partner role: configure it first"
+                )));
             }
+            PartnerCredential::ExtraPermissions => {
+                return Err(Error::FailedPrecondition(format!(
+                    "partner_app_id: credential {partner_app_id} does not have the partner role; the partner's \
+                     credential must have the partner role and nothing more"
+                )));
+            }
+        }
+        self.write(|state, now| {
             check_user_groups(state, "", &targets)?;
             let old = state.connector();
             let enabled_at = match old.state {
@@ -121,10 +139,10 @@ impl Engine {
             };
             let c = Connector {
                 state: ConnectorState::Enabled,
-                partner_app_id,
-                partner_version: Some(partner_version),
-                include_group_ids: targets.include,
-                exclude_group_ids: targets.exclude,
+                partner_app_id: partner_app_id.clone(),
+                partner_version: Some(partner_version.clone()),
+                include_group_ids: targets.include.clone(),
+                exclude_group_ids: targets.exclude.clone(),
                 enabled_at,
                 terminated_at: None,
                 removal_at: None,
@@ -163,18 +181,35 @@ impl Engine {
     ) -> Result<u64> {
         self.write(|state, _| {
             for (i, id) in removed_group_ids.iter().enumerate() {
-                if let Some(user) = group_user(state, id) {
+                if let Some(users) = group_users(state, id) {
                     return Err(Error::FailedPrecondition(format!(
-                        "removed_group_ids[{i}]: group {id} is used by {user}; remove it from there first"
+                        "removed_group_ids[{i}]: group {id} is used by {users}; remove it from there first"
+                    )));
+                }
+            }
+            // A group in use that changed kind would silently stop a policy or an exclusion.
+            for (i, g) in groups.iter().enumerate() {
+                if let Some(old) = state.group(&g.id)
+                    && old.kind != g.kind
+                    && let Some(users) = group_users(state, &g.id)
+                {
+                    return Err(Error::FailedPrecondition(format!(
+                        "groups[{i}]: group {} is a {} group used by {users}; it may not become a {} group while \
+                         in use: remove it from there first",
+                        g.id,
+                        kind_name(old.kind),
+                        kind_name(g.kind)
                     )));
                 }
             }
             let mut changes = Vec::new();
-            changes.extend(users.into_iter().filter(|u| state.user(&u.id) != Some(u)).map(Change::PutUser));
-            changes.extend(groups.into_iter().filter(|g| state.group(&g.id) != Some(g)).map(Change::PutGroup));
-            changes.extend(removed_user_ids.into_iter().filter(|id| state.user(id).is_some()).map(Change::DeleteUser));
+            changes.extend(users.iter().filter(|u| state.user(&u.id) != Some(*u)).cloned().map(Change::PutUser));
+            changes.extend(groups.iter().filter(|g| state.group(&g.id) != Some(*g)).cloned().map(Change::PutGroup));
             changes
-                .extend(removed_group_ids.into_iter().filter(|id| state.group(id).is_some()).map(Change::DeleteGroup));
+                .extend(removed_user_ids.iter().filter(|id| state.user(id).is_some()).cloned().map(Change::DeleteUser));
+            changes.extend(
+                removed_group_ids.iter().filter(|id| state.group(id).is_some()).cloned().map(Change::DeleteGroup),
+            );
             Ok(changes)
         })
         .await
@@ -186,18 +221,69 @@ impl Engine {
         })
         .await
     }
+
+    /// Deletes a device record (the remedy for a duplicate registration), with its bookkeeping.
+    pub async fn delete_device(&self, id: &str) -> Result<u64> {
+        self.write(|state, _| {
+            if state.device(id).is_none() {
+                return Err(Error::NotFound(format!("no device {id}")));
+            }
+            Ok(vec![Change::DeleteDevice(id.to_string())])
+        })
+        .await
+    }
+
+    /// Once a terminated connector's removal date has come, removes its Macs (every device the
+    /// partner reported), a batch per commit. Returns how many were removed.
+    pub async fn remove_terminated_devices(&self) -> Result<usize> {
+        let mut removed = 0;
+        loop {
+            let due = |state: &State, now: Timestamp| {
+                let c = state.connector();
+                c.state == ConnectorState::Terminated && c.removal_at.is_some_and(|r| now >= r)
+            };
+            let (pending, _) = self.read(|state, now| due(state, now) && state.device_count() > 0);
+            if !pending {
+                return Ok(removed);
+            }
+            let mut batch = 0;
+            self.write(|state, now| {
+                if !due(state, now) {
+                    return Ok(vec![]);
+                }
+                let ids: Vec<Change> =
+                    state.devices().take(REMOVAL_BATCH).map(|d| Change::DeleteDevice(d.id.clone())).collect();
+                batch = ids.len();
+                Ok(ids)
+            })
+            .await?;
+            removed += batch;
+            tracing::info!(removed, "removing the terminated connector's Macs");
+        }
+    }
 }
 
-/// What uses a group, if anything: a policy assignment or the connector.
-fn group_user(state: &State, id: &str) -> Option<String> {
+fn kind_name(kind: GroupKind) -> &'static str {
+    match kind {
+        GroupKind::User => "user",
+        GroupKind::Device => "device",
+    }
+}
+
+/// What uses a group, if anything: the connector and the policy assignments that name it.
+fn group_users(state: &State, id: &str) -> Option<String> {
     let uses = |a: &[String], b: &[String]| a.iter().chain(b).any(|g| g == id);
     let c = state.connector();
+    let mut users = Vec::new();
     if uses(&c.include_group_ids, &c.exclude_group_ids) {
-        return Some("the partner connector".into());
+        users.push("the partner connector".to_string());
     }
-    state
-        .policies()
-        .filter_map(|p| state.assignment(&p.id))
-        .find(|a| uses(&a.include_group_ids, &a.exclude_group_ids))
-        .map(|a| format!("the assignment of policy {}", a.policy_id))
+    users.extend(
+        state
+            .policies()
+            .filter_map(|p| state.assignment(&p.id))
+            .filter(|a| uses(&a.include_group_ids, &a.exclude_group_ids))
+            .map(|a| format!("the assignment of policy {}", a.policy_id)),
+    );
+    (!users.is_empty()).then(|| users.join(" and "))
 }

@@ -1,17 +1,17 @@
 //! The partner's inventory reports: refused whole while the integration is off, judged item
-//! by item otherwise, stored in one durable transaction, idempotent on retry.
+//! by item otherwise, stored in one durable transaction, idempotent on retry. The newest
+//! report per Mac wins: one older than what is stored is acknowledged and not applied.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 
 use super::Engine;
 use crate::auth::Caller;
-use crate::domain::compliance::next_failing_since;
+use crate::domain::connector::heartbeat_due;
 use crate::domain::model::{ConnectorState, Device};
 use crate::domain::{Change, Timestamp};
 use crate::error::{Error, Result};
 
-/// Clock skew tolerated on reported timestamps.
+/// Clock skew tolerated on reported timestamps (they are then taken as `now`).
 const MAX_FUTURE_SECS: i64 = 300;
 
 /// What happened to one report of a batch.
@@ -21,6 +21,8 @@ pub enum ItemOutcome {
     Accepted {
         changed: bool,
     },
+    /// Acknowledged but not applied: a newer report of this Mac is already stored.
+    Stale(String),
     Rejected(Error),
 }
 
@@ -41,6 +43,7 @@ impl Engine {
         let mut outcomes: Vec<(String, ItemOutcome)> = Vec::with_capacity(items.len());
         let revision = self
             .write(|state, now| {
+                outcomes.clear();
                 let connector = state.connector();
                 if connector.state != ConnectorState::Enabled {
                     return Err(Error::FailedPrecondition(format!(
@@ -60,42 +63,58 @@ impl Engine {
                         caller.id, connector.partner_app_id
                     )));
                 }
-                // Later items of the batch see earlier ones, so a repeated device is idempotent too.
-                let mut batch: HashMap<String, Device> = HashMap::new();
-                for (index, (id, item)) in items.into_iter().enumerate() {
-                    let outcome = match item.and_then(|d| check_times(d, now, index)) {
+                // Later items of the batch see earlier ones, so a repeated device is idempotent
+                // too, and the newer of two reports of one Mac wins.
+                let mut batch: HashMap<&str, Device> = HashMap::new();
+                for (index, (id, item)) in items.iter().enumerate() {
+                    let outcome = match item.as_ref().map_err(Clone::clone).and_then(|d| check_times(d, now, index)) {
                         Err(e) => ItemOutcome::Rejected(e),
-                        Ok(mut device) => {
-                            let previous = batch.get(&device.id).or_else(|| state.device(&device.id));
-                            device.failing_since = next_failing_since(state, previous, &device);
-                            let changed = previous != Some(&device);
-                            if changed {
-                                batch.insert(device.id.clone(), device);
+                        Ok(device) => {
+                            let previous = batch.get(device.id.as_str()).or_else(|| state.device(&device.id));
+                            match previous {
+                                Some(previous) if device.is_older_than(previous) => {
+                                    ItemOutcome::Stale(stale_note(&device, previous))
+                                }
+                                Some(previous) if *previous == device => ItemOutcome::Accepted { changed: false },
+                                _ => {
+                                    batch.insert(id.as_str(), device);
+                                    ItemOutcome::Accepted { changed: true }
+                                }
                             }
-                            ItemOutcome::Accepted { changed }
                         }
                     };
-                    outcomes.push((id, outcome));
+                    outcomes.push((id.clone(), outcome));
                 }
-                Ok(batch.into_values().map(Change::PutDevice).collect())
+                let mut changes: Vec<Change> = batch.into_values().map(Change::PutDevice).collect();
+                // Every report is a heartbeat; one write a minute records it.
+                if heartbeat_due(state.heartbeat(), now) {
+                    changes.push(Change::PutHeartbeat(now));
+                }
+                Ok(changes)
             })
             .await?;
-        self.last_heartbeat.store(self.now().0, Ordering::Relaxed);
         Ok(ReportOutcome { items: outcomes, revision })
-    }
-
-    /// When the partner last reported (since this process started).
-    pub fn last_heartbeat(&self) -> Option<Timestamp> {
-        match self.last_heartbeat.load(Ordering::Relaxed) {
-            0 => None,
-            t => Some(Timestamp(t)),
-        }
     }
 }
 
-/// Refuses timestamps ahead of `now` (beyond the tolerated skew), naming the field as the
-/// edge does: `devices[<index>].<field>`.
-fn check_times(device: Device, now: Timestamp, index: usize) -> Result<Device> {
+/// Why a report was not applied.
+fn stale_note(report: &Device, stored: &Device) -> String {
+    match (report.partner_verdict, stored.partner_verdict) {
+        (Some(r), Some(s)) if r.decided_at < s.decided_at => format!(
+            "not applied: its partner verdict (decided at {}) is older than the stored one (decided at {})",
+            r.decided_at, s.decided_at
+        ),
+        _ => format!(
+            "not applied: its check-in ({}) is older than the stored report's ({})",
+            report.last_check_in, stored.last_check_in
+        ),
+    }
+}
+
+/// Refuses timestamps ahead of `now` beyond the tolerated skew, naming the field as the edge
+/// does (`devices[<index>].<field>`), and takes those within it as `now`: no bookkeeping may
+/// run ahead of the server's clock (a check-in "in the future" would buy freshness and grace).
+fn check_times(device: &Device, now: Timestamp, index: usize) -> Result<Device> {
     let limit = now.plus_secs(MAX_FUTURE_SECS);
     let stamps = [
         ("last_check_in", Some(device.last_check_in)),
@@ -110,6 +129,13 @@ fn check_times(device: Device, now: Timestamp, index: usize) -> Result<Device> {
                 "is in the future; check the partner's clock",
             ));
         }
+    }
+    let mut device = device.clone();
+    device.last_check_in = device.last_check_in.min(now);
+    device.last_token_renewal = device.last_token_renewal.min(now);
+    device.refresh_token_issued = device.refresh_token_issued.map(|t| t.min(now));
+    if let Some(v) = &mut device.partner_verdict {
+        v.decided_at = v.decided_at.min(now);
     }
     Ok(device)
 }

@@ -2,8 +2,8 @@
 //! it. Reads answer from memory; writes validate, commit durably, then apply and invalidate.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 
@@ -11,9 +11,9 @@ use crate::auth::Credentials;
 use crate::cache::DecisionCache;
 use crate::clock::Clock;
 use crate::domain::access::{self, AccessDecision, DeviceDecision};
-use crate::domain::{Change, State, Timestamp, Touched};
+use crate::domain::{Change, State, Timestamp, Touched, grace};
 use crate::error::{Error, Result};
-use crate::store::Store;
+use crate::store::{Commit, Store};
 
 mod admin;
 mod inventory;
@@ -25,6 +25,15 @@ pub use watch::{WatchConfig, Watcher};
 
 /// What `apply` tells a watcher: the revision just applied and the decisions it can have changed.
 pub type Applied = (u64, Touched);
+
+/// How long a replica may serve without confirming the store's latest revision, by default.
+pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_secs(30);
+/// How often a write that lost the race to other replicas is validated and tried again.
+const WRITE_ATTEMPTS: u32 = 5;
+/// How often the follower reads the change log when the store notifies it of commits, and
+/// when it does not (both at most a quarter of the allowed staleness).
+const POLL_NOTIFIED: Duration = Duration::from_secs(2);
+const POLL_UNNOTIFIED: Duration = Duration::from_millis(250);
 
 pub struct Engine {
     store: Arc<dyn Store>,
@@ -38,10 +47,19 @@ pub struct Engine {
     writes: tokio::sync::Mutex<()>,
     clock: Arc<dyn Clock>,
     credentials: Arc<Credentials>,
-    /// The partner's last report, in seconds (0: none since start). Not a decision input.
-    last_heartbeat: AtomicI64,
     /// Where `apply` sends what it applied, when a watcher listens (see [`Engine::watch_applied`]).
     applied_hook: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedSender<Applied>>>,
+    /// How long this replica may go without confirming the store's head before it denies.
+    max_staleness: Duration,
+    /// When the store's head was last confirmed, as nanoseconds since `started`.
+    confirmed: AtomicU64,
+    started: Instant,
+    /// Set once the head has gone unconfirmed for longer than `max_staleness` (read on the
+    /// hot path); `available` carries the same for health and watchers.
+    stale: AtomicBool,
+    available: tokio::sync::watch::Sender<bool>,
+    /// Held while `stale` changes, so that a confirmation and the watchdog cannot interleave.
+    transition: parking_lot::Mutex<()>,
 }
 
 impl Engine {
@@ -62,9 +80,21 @@ impl Engine {
             writes: tokio::sync::Mutex::new(()),
             clock,
             credentials,
-            last_heartbeat: AtomicI64::new(0),
             applied_hook: parking_lot::Mutex::new(None),
+            max_staleness: DEFAULT_MAX_STALENESS,
+            confirmed: AtomicU64::new(0),
+            started: Instant::now(),
+            stale: AtomicBool::new(false),
+            available: tokio::sync::watch::Sender::new(true),
+            transition: parking_lot::Mutex::new(()),
         })
+    }
+
+    /// Sets how long this replica may go without confirming the store's latest revision
+    /// before it turns NOT_SERVING and denies every access (`--max-staleness`).
+    pub fn with_max_staleness(mut self, max_staleness: Duration) -> Self {
+        self.max_staleness = max_staleness.max(Duration::from_millis(100));
+        self
     }
 
     pub fn now(&self) -> Timestamp {
@@ -89,6 +119,9 @@ impl Engine {
         // A write invalidates before it publishes its revision, so reading the revision
         // first makes a hit answer "as of that revision" truthfully, without the state lock.
         let revision = self.revision();
+        if self.stale.load(Ordering::Relaxed) {
+            return (Arc::new(access::store_unavailable(device_id, self.unavailable_message())), revision);
+        }
         let now = self.now();
         if let Some(hit) = self.cache.get(device_id, now) {
             return (hit, revision);
@@ -144,9 +177,14 @@ impl Engine {
     }
 
     async fn catch_up_locked(&self) -> Result<u64> {
+        // Bounded, so that a store that stops answering fails the caller instead of holding it.
+        let limit = self.max_staleness.min(Duration::from_secs(10));
         loop {
-            let batch = self.store.changes_since(self.revision(), 1_000).await?;
+            let batch = tokio::time::timeout(limit, self.store.changes_since(self.revision(), 1_000))
+                .await
+                .map_err(|_| Error::Storage(format!("the change log did not answer within {limit:?}")))??;
             if batch.is_empty() {
+                self.confirm();
                 return Ok(self.revision());
             }
             for (revision, changes) in batch {
@@ -155,10 +193,53 @@ impl Engine {
         }
     }
 
+    /// The store's head is confirmed as of now.
+    fn confirm(&self) {
+        let _transition = self.transition.lock();
+        self.confirmed.store(self.started.elapsed().as_nanos() as u64, Ordering::Release);
+        if self.stale.swap(false, Ordering::AcqRel) {
+            tracing::info!(revision = self.revision(), "the store is reachable again: serving");
+            self.available.send_replace(true);
+        }
+    }
+
+    /// How long since the store's head was last confirmed.
+    fn unconfirmed_for(&self) -> Duration {
+        let confirmed = Duration::from_nanos(self.confirmed.load(Ordering::Acquire));
+        self.started.elapsed().saturating_sub(confirmed)
+    }
+
+    fn unavailable_message(&self) -> String {
+        format!(
+            "this replica has not reached its store for {} s (it may serve without for at most {} s): it denies \
+             until the store is reachable; ask another replica",
+            self.unconfirmed_for().as_secs(),
+            self.max_staleness.as_secs_f64()
+        )
+    }
+
+    /// `true` while this replica can vouch for its data; `false` once it has gone without
+    /// confirming the store's head for longer than its maximum staleness.
+    pub fn available(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.available.subscribe()
+    }
+
+    /// Refuses a read this replica cannot vouch for.
+    pub fn check_available(&self) -> Result<()> {
+        if self.stale.load(Ordering::Relaxed) {
+            return Err(Error::Unavailable(self.unavailable_message()));
+        }
+        Ok(())
+    }
+
     /// Follows the store's change log until `shutdown`: woken by its notifications where it
     /// has them, and polling as well, so that a lost notification only delays a change.
+    /// Meanwhile it marks the replica stale once the head has gone unconfirmed for longer
+    /// than the maximum staleness, and removes a terminated connector's Macs when their
+    /// removal date comes.
     pub async fn follow(self: Arc<Self>, shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut shutdown = shutdown;
+        let watchdog = tokio::spawn(self.clone().watch_staleness(shutdown.clone()));
         let mut notes = match self.store.notifications().await {
             Ok(n) => n,
             Err(e) => {
@@ -166,10 +247,11 @@ impl Engine {
                 None
             }
         };
-        let poll = if notes.is_some() { Duration::from_secs(2) } else { Duration::from_millis(250) };
+        let quarter = self.max_staleness / 4;
+        let poll = if notes.is_some() { POLL_NOTIFIED.min(quarter) } else { POLL_UNNOTIFIED.min(quarter) };
         loop {
             tokio::select! {
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => break,
                 note = async { match notes.as_mut() { Some(n) => n.recv().await, None => std::future::pending().await } } => {
                     if note.is_none() {
                         tracing::warn!("change notifications ended; polling only");
@@ -180,32 +262,73 @@ impl Engine {
             }
             if let Err(e) = self.catch_up().await {
                 tracing::warn!(error = %e, revision = self.revision(), "cannot read the change log; retrying");
+                continue;
+            }
+            if let Err(e) = self.remove_terminated_devices().await {
+                tracing::warn!(error = %e, "cannot remove the terminated connector's Macs; retrying");
+            }
+        }
+        let _ = watchdog.await;
+    }
+
+    /// Marks the replica stale (and available again is up to `confirm`) until `shutdown`.
+    async fn watch_staleness(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let tick = (self.max_staleness / 10).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(tick) => {}
+            }
+            let _transition = self.transition.lock();
+            let unconfirmed = self.unconfirmed_for();
+            if unconfirmed > self.max_staleness && !self.stale.swap(true, Ordering::AcqRel) {
+                tracing::error!(
+                    unconfirmed = ?unconfirmed,
+                    max_staleness = ?self.max_staleness,
+                    revision = self.revision(),
+                    "the store has not been reachable for longer than the maximum staleness: NOT_SERVING, every access denied"
+                );
+                self.available.send_replace(false);
             }
         }
     }
 
     /// Builds changes from the current state, commits them durably, then applies them.
-    /// Nothing to change commits nothing and returns the current revision.
-    async fn write(&self, build: impl FnOnce(&State, Timestamp) -> Result<Vec<Change>>) -> Result<u64> {
+    /// Nothing to change commits nothing and returns the current revision. The changes are
+    /// validated against the latest revision and committed only if it is still the latest;
+    /// when another replica committed in between, they are validated again.
+    async fn write(&self, mut build: impl FnMut(&State, Timestamp) -> Result<Vec<Change>>) -> Result<u64> {
         let _serial = self.writes.lock().await;
-        // Validate against everything committed so far, by any replica.
-        self.catch_up_locked().await?;
-        let now = self.now();
-        let changes = {
-            let state = self.state.read();
-            build(&state, now)?
-        };
-        if changes.is_empty() {
-            return Ok(self.revision());
-        }
-        let revision = self.store.commit(&changes, now.0).await?;
-        if revision == self.revision() + 1 {
-            self.apply(revision, changes);
-        } else {
-            // Another replica committed in between: take the log in order, ours included.
+        for attempt in 1..=WRITE_ATTEMPTS {
+            // Validate against everything committed so far, by any replica.
             self.catch_up_locked().await?;
+            let now = self.now();
+            let expected = self.revision();
+            let changes = {
+                let state = self.state.read();
+                let mut changes = build(&state, now)?;
+                let bookkeeping = grace::derive(&state, &changes, now);
+                changes.extend(bookkeeping);
+                changes
+            };
+            if changes.is_empty() {
+                return Ok(expected);
+            }
+            match self.store.commit(expected, &changes, now.0).await? {
+                // Nothing was committed in between: our changes are the next revision.
+                Commit::Done(revision) => {
+                    self.apply(revision, changes);
+                    return Ok(revision);
+                }
+                Commit::Conflict => {
+                    tracing::debug!(attempt, expected, "another replica committed first; validating again")
+                }
+            }
         }
-        Ok(revision)
+        Err(Error::Aborted(format!(
+            "other replicas kept committing while this write was being validated ({WRITE_ATTEMPTS} attempts): \
+             nothing was written; retry it"
+        )))
     }
 
     /// Applies committed changes and drops the cached decisions they touch, atomically for readers.

@@ -311,6 +311,7 @@ impl Watcher {
     pub async fn subscribe(self: &Arc<Self>, start: Start, device_ids: Vec<String>) -> Result<Subscription> {
         let _ = self.ready.subscribe().wait_for(|ready| *ready).await;
         let filter = (!device_ids.is_empty()).then(|| Arc::new(device_ids.into_iter().collect::<HashSet<_>>()));
+        self.engine.check_available()?;
         let inner = self.inner.lock();
         if inner.closed {
             return Err(Error::Unavailable("the server is shutting down; resubscribe to another server".into()));
@@ -354,6 +355,7 @@ impl Watcher {
         drop(inner);
         Ok(Subscription {
             watcher: self.clone(),
+            available: self.engine.available(),
             filter,
             phase,
             pending: VecDeque::new(),
@@ -512,6 +514,8 @@ enum Phase {
 /// One stream's position: yields its events in cursor order, each once.
 pub struct Subscription {
     watcher: Arc<Watcher>,
+    /// False once this replica cannot vouch for its data: the stream ends, to resume elsewhere.
+    available: watch::Receiver<bool>,
     filter: Option<Arc<HashSet<String>>>,
     phase: Phase,
     /// Events read from the ring, not yet yielded.
@@ -526,6 +530,10 @@ impl Subscription {
     /// The next event; an error ends the stream; `None` when the server shuts down.
     pub async fn next(&mut self) -> Option<Result<Arc<WatchEvent>>> {
         loop {
+            if !matches!(self.phase, Phase::Done) && !*self.available.borrow_and_update() {
+                self.phase = Phase::Done;
+                return Some(Err(self.unavailable()));
+            }
             match &mut self.phase {
                 Phase::Done => return None,
                 Phase::Snapshot { items, head } => {
@@ -566,8 +574,16 @@ impl Subscription {
                     }
                 }
                 Phase::Live { rx, overflowed } => {
+                    let next = tokio::select! {
+                        next = rx.recv() => next,
+                        // Looked at again at the top of the loop.
+                        changed = self.available.changed() => match changed {
+                            Ok(()) => continue,
+                            Err(_) => None, // the engine is gone: shutting down
+                        },
+                    };
                     if !overflowed.load(Ordering::Acquire)
-                        && let Some(event) = rx.recv().await
+                        && let Some(event) = next
                     {
                         self.position = Some(event.cursor);
                         return Some(Ok(event));
@@ -581,6 +597,15 @@ impl Subscription {
                 }
             }
         }
+    }
+
+    fn unavailable(&self) -> Error {
+        let resume = match self.position {
+            Some(cursor) => format!("every event up to cursor {cursor} was delivered; "),
+            None => String::new(),
+        };
+        let message = self.watcher.engine.check_available().err().map(|e| e.to_string()).unwrap_or_default();
+        Error::Unavailable(format!("{message}; {resume}resubscribe to another replica with from_revision"))
     }
 
     fn too_slow(&self) -> Error {

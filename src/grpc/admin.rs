@@ -18,9 +18,8 @@ impl Handlers {
     }
 
     fn connector_response(&self, revision: Option<u64>) -> pb::ConnectorResponse {
-        let heartbeat = self.engine.last_heartbeat();
         let (connector, current) =
-            self.engine.read(|state, now| convert::connector_out(state.connector(), heartbeat, now));
+            self.engine.read(|state, now| convert::connector_out(state.connector(), state.heartbeat(), now));
         pb::ConnectorResponse { connector: Some(connector), revision: revision.unwrap_or(current) }
     }
 
@@ -60,7 +59,7 @@ impl AdminService for Handlers {
 
     async fn get_policy(&self, req: Request<pb::GetPolicyRequest>) -> Result<Response<pb::PolicyResponse>, Status> {
         let policy_id = id("policy_id", &req.get_ref().policy_id)?;
-        self.at_least(&req, req.get_ref().min_revision).await?;
+        self.readable(&req, req.get_ref().min_revision).await?;
         Ok(Response::new(self.policy_response(&policy_id)?))
     }
 
@@ -68,7 +67,7 @@ impl AdminService for Handlers {
         &self,
         req: Request<pb::ListPoliciesRequest>,
     ) -> Result<Response<pb::ListPoliciesResponse>, Status> {
-        self.at_least(&req, req.get_ref().min_revision).await?;
+        self.readable(&req, req.get_ref().min_revision).await?;
         let (policies, revision) = self
             .engine
             .read(|state, _| state.policies().map(|p| convert::policy_out(p, state.assignment(&p.id))).collect());
@@ -133,7 +132,7 @@ impl AdminService for Handlers {
         &self,
         req: Request<pb::GetConnectorRequest>,
     ) -> Result<Response<pb::ConnectorResponse>, Status> {
-        self.at_least(&req, req.get_ref().min_revision).await?;
+        self.readable(&req, req.get_ref().min_revision).await?;
         Ok(Response::new(self.connector_response(None)))
     }
 
@@ -164,8 +163,17 @@ impl AdminService for Handlers {
         &self,
         req: Request<pb::GetSettingsRequest>,
     ) -> Result<Response<pb::SettingsResponse>, Status> {
-        self.at_least(&req, req.get_ref().min_revision).await?;
+        self.readable(&req, req.get_ref().min_revision).await?;
         Ok(Response::new(self.settings_response(None)))
+    }
+
+    async fn delete_device(
+        &self,
+        req: Request<pb::DeleteDeviceRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let device_id = id("device_id", &req.get_ref().device_id)?;
+        let revision = self.engine.delete_device(&device_id).await?;
+        Ok(Response::new(pb::WriteResponse { revision }))
     }
 
     async fn update_settings(

@@ -3,6 +3,7 @@
 
 use crate::domain::access::{self, DeviceDecision, Reason};
 use crate::domain::compliance::ComplianceState;
+use crate::domain::connector::{self, ConnectorStatus};
 use crate::domain::model::{self as m, Timestamp};
 use crate::domain::version::{OsBuild, OsVersion};
 use crate::engine::watch::{Cause, WatchEvent};
@@ -184,7 +185,6 @@ pub fn device_report(at: &str, r: &pb::DeviceReport) -> Result<m::Device> {
         },
         facts,
         partner_verdict,
-        failing_since: Default::default(),
     })
 }
 
@@ -354,18 +354,12 @@ pub fn group(at: &str, g: &pb::Group) -> Result<m::Group> {
     })
 }
 
-pub fn connector_out(c: &m::Connector, last_heartbeat: Option<Timestamp>, now: Timestamp) -> pb::Connector {
-    let state = match c.state {
-        m::ConnectorState::NotConfigured => pb::ConnectorState::NotConfigured,
-        m::ConnectorState::Terminated => pb::ConnectorState::Terminated,
-        m::ConnectorState::Enabled => {
-            let since = last_heartbeat.or(c.enabled_at).unwrap_or(now);
-            if now.0 - since.0 >= crate::domain::access::UNRESPONSIVE_AFTER_SECS {
-                pb::ConnectorState::Unresponsive
-            } else {
-                pb::ConnectorState::Enabled
-            }
-        }
+pub fn connector_out(c: &m::Connector, heartbeat: Option<Timestamp>, now: Timestamp) -> pb::Connector {
+    let state = match connector::status(c, heartbeat, now) {
+        ConnectorStatus::NotConfigured => pb::ConnectorState::NotConfigured,
+        ConnectorStatus::Enabled => pb::ConnectorState::Enabled,
+        ConnectorStatus::Unresponsive => pb::ConnectorState::Unresponsive,
+        ConnectorStatus::Terminated => pb::ConnectorState::Terminated,
     };
     pb::Connector {
         state: state as i32,
@@ -376,7 +370,7 @@ pub fn connector_out(c: &m::Connector, last_heartbeat: Option<Timestamp>, now: T
         enabled_at: c.enabled_at.map(timestamp),
         terminated_at: c.terminated_at.map(timestamp),
         removal_at: c.removal_at.map(timestamp),
-        last_heartbeat: last_heartbeat.map(timestamp),
+        last_heartbeat: heartbeat.map(timestamp),
     }
 }
 

@@ -31,16 +31,18 @@ impl InventoryService for Handlers {
         let outcome = self.engine.report_inventory(auth::caller(&req), items).await?;
         let mut resp = pb::ReportInventoryResponse { revision: outcome.revision, ..Default::default() };
         for (index, (device_id, item)) in outcome.items.into_iter().enumerate() {
-            let (accepted, changed, error) = match item {
-                ItemOutcome::Accepted { changed } => (true, changed, String::new()),
-                ItemOutcome::Rejected(e) => (false, false, e.to_string()),
-            };
-            if accepted {
+            let mut result = pb::ReportResult { index: index as u32, device_id, ..Default::default() };
+            match item {
+                ItemOutcome::Accepted { changed } => (result.accepted, result.changed) = (true, changed),
+                ItemOutcome::Stale(note) => (result.accepted, result.stale, result.note) = (true, true, note),
+                ItemOutcome::Rejected(e) => result.error = e.to_string(),
+            }
+            if result.accepted {
                 resp.accepted += 1;
             } else {
                 resp.rejected += 1;
             }
-            resp.results.push(pb::ReportResult { index: index as u32, device_id, accepted, error, changed });
+            resp.results.push(result);
         }
         Ok(Response::new(resp))
     }

@@ -26,6 +26,13 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(5);
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
 impl Handlers {
+    /// Before a read other than a decision: refuses it while this replica cannot vouch for its
+    /// data (decisions deny instead), then waits for `min_revision` as [`Handlers::at_least`].
+    async fn readable<T>(&self, req: &Request<T>, min_revision: u64) -> Result<()> {
+        self.engine.check_available()?;
+        self.at_least(req, min_revision).await
+    }
+
     /// Read your writes: waits until this replica has applied `min_revision`, for as long as
     /// the call's deadline allows.
     async fn at_least<T>(&self, req: &Request<T>, min_revision: u64) -> Result<()> {

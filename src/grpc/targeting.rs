@@ -15,7 +15,7 @@ impl TargetingService for Handlers {
         req: Request<pb::ResolveEnrollmentRequest>,
     ) -> Result<Response<pb::ResolveEnrollmentResponse>, Status> {
         let user_id = id("user_id", &req.get_ref().user_id)?;
-        self.at_least(&req, req.get_ref().min_revision).await?;
+        self.readable(&req, req.get_ref().min_revision).await?;
         let (e, revision) = self.engine.read(|state, _| targeting::resolve_saved(state, &user_id));
         let target = match e.target {
             EnrollmentTarget::Partner => pb::EnrollmentTarget::Partner,
@@ -40,7 +40,7 @@ impl TargetingService for Handlers {
             include: ids("include_group_ids", &r.include_group_ids, MAX_GROUP_LIST)?,
             exclude: ids("exclude_group_ids", &r.exclude_group_ids, MAX_GROUP_LIST)?,
         };
-        self.at_least(&req, r.min_revision).await?;
+        self.readable(&req, r.min_revision).await?;
         let (p, revision) = self.engine.read(|state, _| {
             check_user_groups(state, "", &targets)?;
             Ok::<_, crate::error::Error>(targeting::preview(state, &targets.include, &targets.exclude))

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
-use super::{Snapshot, Store};
+use super::{Commit, Snapshot, Store};
 use crate::domain::{Change, State};
 use crate::error::Result;
 
@@ -24,10 +24,13 @@ impl Store for MemoryStore {
         Ok(Snapshot { state, revision: log.len() as u64 })
     }
 
-    async fn commit(&self, changes: &[Change], _committed_at: i64) -> Result<u64> {
+    async fn commit(&self, expected: u64, changes: &[Change], _committed_at: i64) -> Result<Commit> {
         let mut log = self.log.lock();
+        if log.len() as u64 != expected {
+            return Ok(Commit::Conflict);
+        }
         log.push(changes.to_vec());
-        Ok(log.len() as u64)
+        Ok(Commit::Done(log.len() as u64))
     }
 
     async fn changes_since(&self, after: u64, limit: u32) -> Result<Vec<(u64, Vec<Change>)>> {

@@ -11,6 +11,16 @@ pub mod postgres;
 mod sql;
 pub mod sqlite;
 
+/// What became of a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// Committed as this revision (the expected head + 1).
+    Done(u64),
+    /// Another writer committed after the expected head: nothing was written. Catch up,
+    /// validate again and retry.
+    Conflict,
+}
+
 /// Everything the store holds, as of one revision.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -22,8 +32,12 @@ pub struct Snapshot {
 pub trait Store: Send + Sync + 'static {
     /// Loads every entity and the latest revision.
     async fn load(&self) -> Result<Snapshot>;
-    /// Durably commits `changes` as one revision and returns it.
-    async fn commit(&self, changes: &[Change], committed_at: i64) -> Result<u64>;
+    /// Durably commits `changes` as revision `expected + 1`, but only if `expected` is still
+    /// the latest revision: the changes were validated against the state at `expected`, and
+    /// a write committed since could make them wrong (two creates of one id, an assignment
+    /// of a policy just deleted). A failure of the commit itself, when it may or may not have
+    /// taken effect, is `Error::CommitUnknown`.
+    async fn commit(&self, expected: u64, changes: &[Change], committed_at: i64) -> Result<Commit>;
     /// The committed revisions after `after`, oldest first, at most `limit`.
     async fn changes_since(&self, after: u64, limit: u32) -> Result<Vec<(u64, Vec<Change>)>>;
     /// A feed of "revision N has been committed", from any process sharing the store, or
@@ -38,11 +52,22 @@ pub trait Store: Send + Sync + 'static {
 pub(crate) enum Row<'a> {
     User(&'a str, Option<String>),
     Group(&'a str, &'static str, Option<String>),
-    Device { id: &'a str, user_id: &'a str, serial: &'a str, body: Option<String> },
+    Device {
+        id: &'a str,
+        user_id: &'a str,
+        serial: &'a str,
+        body: Option<String>,
+    },
     DeleteDevice(&'a str),
     Policy(&'a str, Option<String>),
     Assignment(&'a str, Option<String>),
     Singleton(&'static str, String),
+    /// A (device, policy) failure and when it began to count; `None` deletes it.
+    Failing {
+        device_id: &'a str,
+        policy_id: &'a str,
+        since: Option<i64>,
+    },
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Result<String> {
@@ -83,6 +108,11 @@ pub(crate) fn row(change: &Change) -> Result<Row<'_>> {
         }
         Change::PutConnector(c) => Row::Singleton("connector", json(c)?),
         Change::PutSettings(s) => Row::Singleton("settings", json(s)?),
+        Change::PutHeartbeat(t) => Row::Singleton("heartbeat", json(t)?),
+        Change::PutFailing { device_id, policy_id, since } => {
+            Row::Failing { device_id, policy_id, since: Some(since.0) }
+        }
+        Change::DeleteFailing { device_id, policy_id } => Row::Failing { device_id, policy_id, since: None },
     })
 }
 

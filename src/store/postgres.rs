@@ -20,11 +20,14 @@ use sqlx::Executor;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, Postgres};
 use tokio::sync::mpsc::{self, Receiver, Sender, error::TrySendError};
 
-use super::{Row, Snapshot, Store, encode_changes, redact, row, sql};
+use super::{Commit, Row, Snapshot, Store, encode_changes, redact, row, sql};
 use crate::domain::Change;
 use crate::error::{Error, Result};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_init.sql")),
+    (2, include_str!("../../migrations/postgres/0002_failing.sql")),
+];
 
 /// First key of the advisory lock every commit holds; the second is [`schema_key`], so
 /// stores in different schemas of one database do not wait for each other.
@@ -35,13 +38,12 @@ const MIGRATION_LOCK: i32 = 0x504f_0002;
 /// The NOTIFY channel of the default schema (`public`); see [`channel_for`].
 pub const CHANNEL: &str = "posture_changes";
 
-const NEXT_REVISION: &str = "SELECT COALESCE(MAX(revision), 0) + 1 FROM change_log";
 const INSERT_LOG: &str = "INSERT INTO change_log (revision, committed_at, changes) VALUES ($1, $2, $3)";
 /// Every table and the revision from one snapshot.
 const BEGIN_SNAPSHOT: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
 
-/// How often a commit that lost a race (no advisory locks) or a serialization failure is
-/// tried before the error is returned.
+/// How often a commit that hit a serialization failure or a deadlock is tried before the
+/// error is returned.
 const COMMIT_ATTEMPTS: u32 = 10;
 const MIGRATION_ATTEMPTS: u32 = 4;
 /// Notifications a slow receiver may leave unread before further ones are dropped. Dropping
@@ -137,19 +139,36 @@ impl PostgresStore {
         &self.channel
     }
 
-    async fn try_commit(&self, rows: &[Row<'_>], encoded: &str, committed_at: i64) -> sqlx::Result<u64> {
+    async fn try_commit(
+        &self,
+        expected: u64,
+        rows: &[Row<'_>],
+        encoded: &str,
+        committed_at: i64,
+    ) -> Result<Commit, Failure> {
         let mut tx = self.pool.begin().await?;
         if self.advisory_locks {
-            // Released when the transaction ends, after its writes are visible.
+            // Released when the transaction ends, after its writes are visible: the head read
+            // next stays the head until then.
             sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
                 .bind(COMMIT_LOCK)
                 .bind(self.lock_key)
                 .execute(&mut *tx)
                 .await?;
+            let (head,): (i64,) = sqlx::query_as(sql::MAX_REVISION).fetch_one(&mut *tx).await?;
+            if head as u64 != expected {
+                return Ok(Commit::Conflict);
+            }
         }
-        let revision: i64 = sqlx::query_scalar(NEXT_REVISION).fetch_one(&mut *tx).await?;
+        // Without advisory locks the change log's primary key decides: revisions have no
+        // gaps, so if `expected` is not the head, `expected + 1` is taken (or is being taken:
+        // the insert waits for that transaction and fails once it commits).
+        let revision = expected as i64 + 1;
+        match sqlx::query(INSERT_LOG).bind(revision).bind(committed_at).bind(encoded).execute(&mut *tx).await {
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => return Ok(Commit::Conflict),
+            other => other?,
+        };
         sql::write_rows::<Postgres>(&mut tx, rows).await?;
-        sqlx::query(INSERT_LOG).bind(revision).bind(committed_at).bind(encoded).execute(&mut *tx).await?;
         if self.notify {
             // Delivered at commit, in commit order, to every listener on the channel.
             sqlx::query("SELECT pg_notify($1, $2)")
@@ -158,8 +177,21 @@ impl PostgresStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        tx.commit().await?;
-        Ok(revision as u64)
+        tx.commit().await.map_err(Failure::AtCommit)?;
+        Ok(Commit::Done(revision as u64))
+    }
+}
+
+/// How an attempt to commit failed: before COMMIT (nothing was written), or at it (the
+/// outcome is unknown).
+enum Failure {
+    Before(sqlx::Error),
+    AtCommit(sqlx::Error),
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(e: sqlx::Error) -> Self {
+        Failure::Before(e)
     }
 }
 
@@ -280,10 +312,9 @@ async fn migrate_once(pool: &PgPool, create: Option<&str>, locks: bool) -> sqlx:
     Ok(Some(schema))
 }
 
-/// Worth trying again: the revision was taken by a concurrent commit (unique violation), or
-/// the engine asks for a retry (serialization failure, deadlock).
+/// Worth trying again: the engine asks for a retry (serialization failure, deadlock).
 fn retryable(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("23505" | "40001" | "40P01")))
+    matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("40001" | "40P01")))
 }
 
 #[async_trait]
@@ -295,19 +326,21 @@ impl Store for PostgresStore {
         Ok(snapshot)
     }
 
-    async fn commit(&self, changes: &[Change], committed_at: i64) -> Result<u64> {
+    async fn commit(&self, expected: u64, changes: &[Change], committed_at: i64) -> Result<Commit> {
         // Encoded before the transaction, so the lock is held only for the writes.
         let rows = changes.iter().map(row).collect::<Result<Vec<_>>>()?;
         let encoded = encode_changes(changes)?;
         let mut attempt = 1;
         loop {
-            match self.try_commit(&rows, &encoded, committed_at).await {
-                Err(e) if attempt < COMMIT_ATTEMPTS && retryable(&e) => {
+            match self.try_commit(expected, &rows, &encoded, committed_at).await {
+                Err(Failure::Before(e)) if attempt < COMMIT_ATTEMPTS && retryable(&e) => {
                     tracing::debug!(error = %e, attempt, "commit conflicted; retrying");
                     tokio::time::sleep(Duration::from_millis(5) * attempt).await;
                     attempt += 1;
                 }
-                result => return Ok(result?),
+                Err(Failure::Before(e)) => return Err(e.into()),
+                Err(Failure::AtCommit(e)) => return Err(Error::CommitUnknown(e.to_string())),
+                Ok(outcome) => return Ok(outcome),
             }
         }
     }

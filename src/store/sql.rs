@@ -10,7 +10,7 @@ use futures_util::TryStreamExt;
 use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 
 use super::{Row, Snapshot, decode};
-use crate::domain::model::{Assignment, Connector, Device, Group, Policy, TenantSettings, User};
+use crate::domain::model::{Assignment, Connector, Device, Group, Policy, TenantSettings, Timestamp, User};
 use crate::domain::{Change, State};
 use crate::error::{Error, Result};
 
@@ -27,6 +27,9 @@ const PUT_GROUP: &str = "INSERT INTO groups (id, kind, body) VALUES ($1, $2, $3)
      ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, body = excluded.body";
 const DELETE_GROUP: &str = "DELETE FROM groups WHERE id = $1";
 const DELETE_DEVICE: &str = "DELETE FROM devices WHERE id = $1";
+const DELETE_DEVICE_FAILING: &str = "DELETE FROM failing WHERE device_id = $1";
+const DELETE_POLICY_FAILING: &str = "DELETE FROM failing WHERE policy_id = $1";
+const DELETE_FAILING: &str = "DELETE FROM failing WHERE device_id = $1 AND policy_id = $2";
 const PUT_POLICY: &str =
     "INSERT INTO policies (id, body) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET body = excluded.body";
 const DELETE_POLICY: &str = "DELETE FROM policies WHERE id = $1";
@@ -42,8 +45,10 @@ const PUT_SINGLETON: &str =
 pub(crate) async fn apply_migrations<DB>(conn: &mut DB::Connection, migrations: &[(i64, &str)]) -> sqlx::Result<()>
 where
     DB: Database,
-    i64: for<'q> Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
     for<'r> (i64,): FromRow<'r, DB::Row>,
+    for<'r> (String, String): FromRow<'r, DB::Row>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
 {
@@ -55,33 +60,87 @@ where
             // `raw_sql(script).execute(..)`: that future is not provably `Send` (a rustc
             // higher-ranked lifetime limitation), which made `server::serve` impossible to spawn.
             conn.execute(script).await?;
+            if version == FAILING_TABLE {
+                move_failing_out_of_devices::<DB>(conn).await?;
+            }
             sqlx::query::<DB>(RECORD_MIGRATION).bind(version).execute(&mut *conn).await?;
         }
     }
     Ok(())
 }
 
-/// The statements, with their text parameters in order, that write one row. (Upserts of
-/// users and devices usually go out several rows at a time: see [`write_rows`].)
-fn statements<'a>(row: &'a Row<'a>) -> Vec<(Cow<'static, str>, Vec<&'a str>)> {
-    fn one<'a>(sql: &'static str, params: Vec<&'a str>) -> Vec<(Cow<'static, str>, Vec<&'a str>)> {
+/// The migration that made grace-period bookkeeping a table of its own.
+const FAILING_TABLE: i64 = 2;
+
+/// Copies the bookkeeping that devices' JSON bodies used to carry (`"failing_since": {policy:
+/// seconds}`) into the `failing` table. (Bodies keep the old key; reading a device ignores it.)
+async fn move_failing_out_of_devices<DB>(conn: &mut DB::Connection) -> sqlx::Result<()>
+where
+    DB: Database,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'r> (String, String): FromRow<'r, DB::Row>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let sql = r#"SELECT id, body FROM devices WHERE body LIKE '%"failing_since":{"%'"#;
+    let devices = sqlx::query_as::<DB, (String, String)>(sql).fetch_all(&mut *conn).await?;
+    let mut records: Vec<(String, String, i64)> = Vec::new();
+    for (device_id, body) in devices {
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(&body) else { continue };
+        let Some(failing) = value.get("failing_since").and_then(|f| f.as_object()) else { continue };
+        for (policy_id, since) in failing {
+            if let Some(since) = since.as_i64() {
+                records.push((device_id.clone(), policy_id.clone(), since));
+            }
+        }
+    }
+    let rows: Vec<Row<'_>> = records
+        .iter()
+        .map(|(device_id, policy_id, since)| Row::Failing { device_id, policy_id, since: Some(*since) })
+        .collect();
+    tracing::info!(records = rows.len(), "moved grace-period bookkeeping out of device records");
+    write_rows::<DB>(conn, &rows).await
+}
+
+/// A statement parameter.
+#[derive(Clone, Copy)]
+pub(crate) enum Param<'a> {
+    Text(&'a str),
+    Int(i64),
+}
+
+type Statement<'a> = (Cow<'static, str>, Vec<Param<'a>>);
+
+/// The statements, with their parameters in order, that write one row. (Upserts of users,
+/// devices and failures usually go out several rows at a time: see [`write_rows`].)
+fn statements<'a>(row: &'a Row<'a>) -> Vec<Statement<'a>> {
+    use Param::Text;
+    fn one<'a>(sql: &'static str, params: Vec<Param<'a>>) -> Vec<Statement<'a>> {
         vec![(Cow::Borrowed(sql), params)]
     }
+    if let Some((kind, _, params)) = batchable(row) {
+        return vec![(multi_row_sql(kind, 1).into(), params)];
+    }
     match row {
-        Row::User(id, Some(body)) => vec![(multi_row_sql(USER_ROWS, 1).into(), vec![id, body])],
-        Row::User(id, None) => one(DELETE_USER, vec![id]),
-        Row::Group(id, kind, Some(body)) => one(PUT_GROUP, vec![id, kind, body]),
-        Row::Group(id, _, None) => one(DELETE_GROUP, vec![id]),
-        Row::Device { id, user_id, serial, body: Some(body) } => {
-            vec![(multi_row_sql(DEVICE_ROWS, 1).into(), vec![id, user_id, serial, body])]
+        Row::User(id, _) => one(DELETE_USER, vec![Text(id)]),
+        Row::Group(id, kind, Some(body)) => one(PUT_GROUP, vec![Text(id), Text(kind), Text(body)]),
+        Row::Group(id, _, None) => one(DELETE_GROUP, vec![Text(id)]),
+        // A deleted device takes its failures with it.
+        Row::Device { id, .. } | Row::DeleteDevice(id) => {
+            vec![(DELETE_DEVICE_FAILING.into(), vec![Text(id)]), (DELETE_DEVICE.into(), vec![Text(id)])]
         }
-        Row::Device { id, body: None, .. } | Row::DeleteDevice(id) => one(DELETE_DEVICE, vec![id]),
-        Row::Policy(id, Some(body)) => one(PUT_POLICY, vec![id, body]),
-        // A deleted policy takes its assignment with it.
-        Row::Policy(id, None) => vec![(DELETE_ASSIGNMENT.into(), vec![id]), (DELETE_POLICY.into(), vec![id])],
-        Row::Assignment(id, Some(body)) => one(PUT_ASSIGNMENT, vec![id, body]),
-        Row::Assignment(id, None) => one(DELETE_ASSIGNMENT, vec![id]),
-        Row::Singleton(name, body) => one(PUT_SINGLETON, vec![name, body]),
+        Row::Policy(id, Some(body)) => one(PUT_POLICY, vec![Text(id), Text(body)]),
+        // A deleted policy takes its assignment and its failures with it.
+        Row::Policy(id, None) => vec![
+            (DELETE_ASSIGNMENT.into(), vec![Text(id)]),
+            (DELETE_POLICY_FAILING.into(), vec![Text(id)]),
+            (DELETE_POLICY.into(), vec![Text(id)]),
+        ],
+        Row::Assignment(id, Some(body)) => one(PUT_ASSIGNMENT, vec![Text(id), Text(body)]),
+        Row::Assignment(id, None) => one(DELETE_ASSIGNMENT, vec![Text(id)]),
+        Row::Singleton(name, body) => one(PUT_SINGLETON, vec![Text(name), Text(body)]),
+        Row::Failing { device_id, policy_id, .. } => one(DELETE_FAILING, vec![Text(device_id), Text(policy_id)]),
     }
 }
 
@@ -95,6 +154,11 @@ const DEVICE_ROWS: MultiRow = (
     "ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, \
      serial_number = excluded.serial_number, body = excluded.body",
     4,
+);
+const FAILING_ROWS: MultiRow = (
+    "failing (device_id, policy_id, since)",
+    "ON CONFLICT (device_id, policy_id) DO UPDATE SET since = excluded.since",
+    3,
 );
 /// Rows per multi-row statement (well under both dialects' parameter limits).
 const ROWS_PER_STATEMENT: usize = 500;
@@ -110,24 +174,47 @@ fn multi_row_sql((table, conflict, width): MultiRow, rows: usize) -> String {
     format!("INSERT INTO {table} VALUES {} {conflict}", values.join(", "))
 }
 
-/// The multi-row form a row can join, with its parameters, if any.
-fn batchable<'a>(row: &'a Row<'a>) -> Option<(MultiRow, &'a str, Vec<&'a str>)> {
+/// The multi-row form a row can join, with its key and parameters, if any.
+fn batchable<'a>(row: &'a Row<'a>) -> Option<(MultiRow, (&'a str, &'a str), Vec<Param<'a>>)> {
+    use Param::{Int, Text};
     match row {
-        Row::User(id, Some(body)) => Some((USER_ROWS, id, vec![id, body])),
+        Row::User(id, Some(body)) => Some((USER_ROWS, (id, ""), vec![Text(id), Text(body)])),
         Row::Device { id, user_id, serial, body: Some(body) } => {
-            Some((DEVICE_ROWS, id, vec![id, user_id, serial, body]))
+            Some((DEVICE_ROWS, (id, ""), vec![Text(id), Text(user_id), Text(serial), Text(body)]))
+        }
+        Row::Failing { device_id, policy_id, since: Some(since) } => {
+            Some((FAILING_ROWS, (device_id, policy_id), vec![Text(device_id), Text(policy_id), Int(*since)]))
         }
         _ => None,
     }
 }
 
-/// Writes the rows, in order, on `conn` (the caller's transaction). Consecutive upserts of
-/// users or devices go out as multi-row statements, one round trip per few hundred rows; a
-/// key repeated within a run starts a new statement (one statement may not touch a row twice).
+fn bind_all<'q, DB>(
+    mut query: sqlx::query::Query<'q, DB, DB::Arguments<'q>>,
+    params: Vec<Param<'q>>,
+) -> sqlx::query::Query<'q, DB, DB::Arguments<'q>>
+where
+    DB: Database,
+    &'q str: Encode<'q, DB> + Type<DB>,
+    i64: Encode<'q, DB> + Type<DB>,
+{
+    for p in params {
+        query = match p {
+            Param::Text(t) => query.bind(t),
+            Param::Int(i) => query.bind(i),
+        };
+    }
+    query
+}
+
+/// Writes the rows, in order, on `conn` (the caller's transaction). Consecutive upserts of one
+/// kind go out as multi-row statements, one round trip per few hundred rows; a key repeated
+/// within a run starts a new statement (one statement may not touch a row twice).
 pub(crate) async fn write_rows<DB>(conn: &mut DB::Connection, rows: &[Row<'_>]) -> sqlx::Result<()>
 where
     DB: Database,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
 {
@@ -135,7 +222,7 @@ where
     while i < rows.len() {
         if let Some((kind, _, _)) = batchable(&rows[i]) {
             let mut keys = std::collections::HashSet::new();
-            let mut params: Vec<&str> = Vec::new();
+            let mut params = Vec::new();
             while let Some((k, key, p)) = rows.get(i).and_then(batchable) {
                 if k != kind || keys.len() == ROWS_PER_STATEMENT || !keys.insert(key) {
                     break;
@@ -144,19 +231,11 @@ where
                 i += 1;
             }
             let sql = multi_row_sql(kind, keys.len());
-            let mut query = sqlx::query::<DB>(&sql);
-            for p in params {
-                query = query.bind(p);
-            }
-            query.execute(&mut *conn).await?;
+            bind_all(sqlx::query::<DB>(&sql), params).execute(&mut *conn).await?;
             continue;
         }
         for (sql, params) in statements(&rows[i]) {
-            let mut query = sqlx::query::<DB>(&sql);
-            for p in params {
-                query = query.bind(p);
-            }
-            query.execute(&mut *conn).await?;
+            bind_all(sqlx::query::<DB>(&sql), params).execute(&mut *conn).await?;
         }
         i += 1;
     }
@@ -183,6 +262,8 @@ const LOAD: [(Table, &str); 6] = [
     (Table::Devices, "SELECT id, body FROM devices"),
 ];
 
+const LOAD_FAILING: &str = "SELECT device_id, policy_id, since FROM failing";
+
 impl Table {
     /// The change that puts a stored row back into a state.
     fn change(self, key: &str, body: &str) -> Result<Change> {
@@ -194,6 +275,7 @@ impl Table {
             Table::Singletons => match key {
                 "connector" => Change::PutConnector(decode::<Connector>(body)?),
                 "settings" => Change::PutSettings(decode::<TenantSettings>(body)?),
+                "heartbeat" => Change::PutHeartbeat(decode::<Timestamp>(body)?),
                 other => return Err(Error::Storage(format!("unknown singleton {other:?}"))),
             },
             Table::Devices => Change::PutDevice(decode::<Device>(body)?),
@@ -207,6 +289,7 @@ pub(crate) async fn load<DB>(conn: &mut DB::Connection) -> Result<Snapshot>
 where
     DB: Database,
     for<'r> (String, String): FromRow<'r, DB::Row>,
+    for<'r> (String, String, i64): FromRow<'r, DB::Row>,
     for<'r> (i64,): FromRow<'r, DB::Row>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
@@ -216,6 +299,12 @@ where
         let mut rows = sqlx::query_as::<DB, (String, String)>(sql).fetch(&mut *conn);
         while let Some((key, body)) = rows.try_next().await? {
             state.apply(table.change(&key, &body)?);
+        }
+    }
+    {
+        let mut rows = sqlx::query_as::<DB, (String, String, i64)>(LOAD_FAILING).fetch(&mut *conn);
+        while let Some((device_id, policy_id, since)) = rows.try_next().await? {
+            state.apply(Change::PutFailing { device_id, policy_id, since: Timestamp(since) });
         }
     }
     let (revision,) = sqlx::query_as::<DB, (i64,)>(MAX_REVISION).fetch_one(&mut *conn).await?;

@@ -10,11 +10,14 @@ use sqlx::Executor;
 use sqlx::sqlite::{Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use tokio::sync::mpsc::Receiver;
 
-use super::{Snapshot, Store, encode_changes, row, sql};
+use super::{Commit, Snapshot, Store, encode_changes, row, sql};
 use crate::domain::Change;
 use crate::error::{Error, Result};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../../migrations/sqlite/0002_failing.sql")),
+];
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -60,21 +63,27 @@ impl Store for SqliteStore {
         Ok(snapshot)
     }
 
-    async fn commit(&self, changes: &[Change], committed_at: i64) -> Result<u64> {
+    async fn commit(&self, expected: u64, changes: &[Change], committed_at: i64) -> Result<Commit> {
         let rows = changes.iter().map(row).collect::<Result<Vec<_>>>()?;
         let encoded = encode_changes(changes)?;
         // IMMEDIATE takes the write lock up front (waiting up to the busy timeout), so a
-        // commit from another handle on the same file cannot make this one fail half-way.
+        // commit from another handle on the same file cannot make this one fail half-way,
+        // and the head read below stays the head until this transaction ends.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (head,): (i64,) = sqlx::query_as(sql::MAX_REVISION).fetch_one(&mut *tx).await?;
+        if head as u64 != expected {
+            return Ok(Commit::Conflict);
+        }
+        let revision = expected + 1;
         sql::write_rows::<Sqlite>(&mut tx, &rows).await?;
-        let revision: i64 =
-            sqlx::query_scalar("INSERT INTO change_log (committed_at, changes) VALUES ($1, $2) RETURNING revision")
-                .bind(committed_at)
-                .bind(encoded)
-                .fetch_one(&mut *tx)
-                .await?;
-        tx.commit().await?;
-        Ok(revision as u64)
+        sqlx::query("INSERT INTO change_log (revision, committed_at, changes) VALUES ($1, $2, $3)")
+            .bind(revision as i64)
+            .bind(committed_at)
+            .bind(encoded)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await.map_err(|e| Error::CommitUnknown(e.to_string()))?;
+        Ok(Commit::Done(revision))
     }
 
     async fn changes_since(&self, after: u64, limit: u32) -> Result<Vec<(u64, Vec<Change>)>> {

@@ -88,6 +88,7 @@ pub fn config_for(dir: &Path, credentials: Vec<CredentialConfig>, demo: bool) ->
         store: format!("sqlite://{}", dir.join("posture.db").display()),
         demo,
         cache_capacity: 10_000,
+        max_staleness: posture::engine::DEFAULT_MAX_STALENESS,
         credentials,
     }
 }

@@ -1,0 +1,217 @@
+//! Grace-period bookkeeping: for each device and each policy it fails, when its failure began
+//! to count. Every write derives it from the state before the write and the changes the write
+//! makes, and logs it with them, so that:
+//! - a Mac's grace period runs from the first moment it was known to fail the policy — at the
+//!   check-in that showed it, or at the write that made a requirement stricter or made the
+//!   policy apply to it (an assignment, a group's members);
+//! - a failure that continues keeps its start, whatever else is edited: a grace period that
+//!   has ended stays ended;
+//! - a Mac that stops failing (or that the policy stops applying to) loses its record, so a
+//!   later failure is a new one.
+//!
+//! Every replica applies the same logged records; nothing here depends on when a report
+//! arrives or which replica computes a decision.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use super::compliance;
+use super::model::{Assignment, Device, Group, GroupKind, Policy, Timestamp};
+use super::state::{Change, State};
+
+/// The bookkeeping changes (`PutFailing`, `DeleteFailing`) that `changes` imply when applied
+/// to `state` at `now`. A failure that a report shows starts at that report's check-in (never
+/// after `now`); one that an edit causes starts at `now`.
+pub fn derive(state: &State, changes: &[Change], now: Timestamp) -> Vec<Change> {
+    let after = After::new(state, changes);
+    let policies = after.policies();
+    let mut out = Vec::new();
+    for device_id in after.affected_devices() {
+        let Some(device) = after.device(device_id) else { continue };
+        let failing: BTreeMap<&str, ()> = if device.partner_verdict.is_some() {
+            // The partner decided compliance itself: policies are not evaluated.
+            BTreeMap::new()
+        } else {
+            policies
+                .iter()
+                .filter(|p| after.applies(&p.id, &device.user_id) && compliance::fails(&p.settings, device))
+                .map(|p| (p.id.as_str(), ()))
+                .collect()
+        };
+        let reported = after.devices.get(device_id).is_some_and(Option::is_some);
+        let since = if reported { device.last_check_in.min(now) } else { now };
+        for policy_id in failing.keys() {
+            if state.failing_since(device_id, policy_id).is_none() {
+                out.push(Change::PutFailing {
+                    device_id: device_id.to_string(),
+                    policy_id: policy_id.to_string(),
+                    since,
+                });
+            }
+        }
+        for (policy_id, _) in state.failing_of(device_id) {
+            // A deleted policy's records go with it.
+            if !failing.contains_key(policy_id) && after.policy(policy_id).is_some() {
+                out.push(Change::DeleteFailing { device_id: device_id.to_string(), policy_id: policy_id.to_string() });
+            }
+        }
+    }
+    out
+}
+
+/// The state as it will be once `changes` are applied, for the entities bookkeeping reads.
+struct After<'a> {
+    state: &'a State,
+    policies: HashMap<&'a str, Option<&'a Policy>>,
+    assignments: HashMap<&'a str, Option<&'a Assignment>>,
+    /// Changed groups, with their new members as a set.
+    groups: HashMap<&'a str, Option<(&'a Group, HashSet<&'a str>)>>,
+    devices: HashMap<&'a str, Option<&'a Device>>,
+}
+
+impl<'a> After<'a> {
+    fn new(state: &'a State, changes: &'a [Change]) -> Self {
+        let mut after = After {
+            state,
+            policies: HashMap::new(),
+            assignments: HashMap::new(),
+            groups: HashMap::new(),
+            devices: HashMap::new(),
+        };
+        for change in changes {
+            match change {
+                Change::PutPolicy(p) => {
+                    after.policies.insert(&p.id, Some(p));
+                }
+                Change::DeletePolicy(id) => {
+                    after.policies.insert(id, None);
+                    after.assignments.insert(id, None);
+                }
+                Change::PutAssignment(a) => {
+                    let empty = a.include_group_ids.is_empty() && a.exclude_group_ids.is_empty();
+                    after.assignments.insert(&a.policy_id, (!empty).then_some(a));
+                }
+                Change::PutGroup(g) => {
+                    after.groups.insert(&g.id, Some((g, g.members.iter().map(String::as_str).collect())));
+                }
+                Change::DeleteGroup(id) => {
+                    after.groups.insert(id, None);
+                }
+                Change::PutDevice(d) => {
+                    after.devices.insert(&d.id, Some(d));
+                }
+                Change::DeleteDevice(id) => {
+                    after.devices.insert(id, None);
+                }
+                Change::PutUser(_)
+                | Change::DeleteUser(_)
+                | Change::PutConnector(_)
+                | Change::PutSettings(_)
+                | Change::PutFailing { .. }
+                | Change::DeleteFailing { .. }
+                | Change::PutHeartbeat(_) => {}
+            }
+        }
+        after
+    }
+
+    fn policy(&self, id: &str) -> Option<&'a Policy> {
+        match self.policies.get(id) {
+            Some(p) => *p,
+            None => self.state.policy(id),
+        }
+    }
+
+    fn policies(&self) -> Vec<&'a Policy> {
+        let kept = self.state.policies().filter(|p| !self.policies.contains_key(p.id.as_str()));
+        kept.chain(self.policies.values().flatten().copied()).collect()
+    }
+
+    fn assignment(&self, policy_id: &str) -> Option<&'a Assignment> {
+        match self.assignments.get(policy_id) {
+            Some(a) => *a,
+            None => self.state.assignment(policy_id),
+        }
+    }
+
+    fn is_user_group(&self, id: &str) -> bool {
+        match self.groups.get(id) {
+            Some(g) => g.as_ref().is_some_and(|(g, _)| g.kind == GroupKind::User),
+            None => self.state.group(id).is_some_and(|g| g.kind == GroupKind::User),
+        }
+    }
+
+    fn is_member(&self, group_id: &str, member_id: &str) -> bool {
+        match self.groups.get(group_id) {
+            Some(g) => g.as_ref().is_some_and(|(_, members)| members.contains(member_id)),
+            None => self.state.groups_of(member_id).iter().any(|g| g == group_id),
+        }
+    }
+
+    /// Does the policy's assignment reach the user? Exclude wins; only user groups count.
+    fn applies(&self, policy_id: &str, user_id: &str) -> bool {
+        let Some(a) = self.assignment(policy_id) else { return false };
+        let reaches = |ids: &[String]| ids.iter().any(|g| self.is_user_group(g) && self.is_member(g, user_id));
+        reaches(&a.include_group_ids) && !reaches(&a.exclude_group_ids)
+    }
+
+    fn device(&self, id: &str) -> Option<&'a Device> {
+        match self.devices.get(id) {
+            Some(d) => *d,
+            None => self.state.device(id),
+        }
+    }
+
+    /// Every device whose failures the changes can alter, sorted.
+    fn affected_devices(&self) -> Vec<&'a str> {
+        let mut affected: HashSet<&'a str> = self.devices.keys().copied().collect();
+        let mut users: HashSet<&'a str> = HashSet::new();
+        // A policy whose settings or assignment change: the devices it fails now, and those
+        // of every user it will reach.
+        let rules: HashSet<&str> = self.policies.keys().chain(self.assignments.keys()).copied().collect();
+        for policy_id in rules {
+            affected.extend(self.state.devices_failing(policy_id));
+            if let Some(a) = self.assignment(policy_id) {
+                for g in &a.include_group_ids {
+                    users.extend(self.members_after(g));
+                }
+            }
+        }
+        // A group whose members change, when an assignment names it: the users who join or leave.
+        if !self.groups.is_empty() {
+            let named: HashSet<&str> = self
+                .state
+                .policies()
+                .map(|p| p.id.as_str())
+                .chain(self.assignments.keys().copied())
+                .filter_map(|id| self.assignment(id))
+                .flat_map(|a| a.include_group_ids.iter().chain(&a.exclude_group_ids))
+                .map(String::as_str)
+                .collect();
+            for (id, new) in &self.groups {
+                if !named.contains(id) {
+                    continue;
+                }
+                let old: HashSet<&str> =
+                    self.state.group(id).map(|g| g.members.iter().map(String::as_str).collect()).unwrap_or_default();
+                let new = new.as_ref().map(|(_, members)| members.clone()).unwrap_or_default();
+                users.extend(old.symmetric_difference(&new).copied());
+            }
+        }
+        for user in users {
+            affected.extend(self.state.devices_of_user(user).iter().map(String::as_str));
+        }
+        let mut affected: Vec<&str> = affected.into_iter().collect();
+        affected.sort_unstable();
+        affected
+    }
+
+    /// The members of a group as it will be.
+    fn members_after(&self, group_id: &str) -> Vec<&'a str> {
+        match self.groups.get(group_id) {
+            Some(g) => g.as_ref().map(|(g, _)| g.members.iter().map(String::as_str).collect()).unwrap_or_default(),
+            None => {
+                self.state.group(group_id).map(|g| g.members.iter().map(String::as_str).collect()).unwrap_or_default()
+            }
+        }
+    }
+}
