@@ -5,9 +5,11 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use posture::auth::{CredentialConfig, Role, sha256_hex};
+use posture::clock::{Clock, ManualClock};
 use posture::config::Config;
 use posture::proto::{
     self as pb, admin_service_client::AdminServiceClient, compliance_service_client::ComplianceServiceClient,
@@ -75,6 +77,8 @@ pub type Inventory = InventoryServiceClient<Authed>;
 pub struct TestServer {
     pub addr: SocketAddr,
     pub config: Config,
+    /// The clock the server reads, when the test drives time (see [`TestServer::start_at`]).
+    pub clock: Option<Arc<ManualClock>>,
     dir: Option<TempDir>,
     channel: Channel,
     shutdown: Option<oneshot::Sender<()>>,
@@ -117,21 +121,45 @@ impl TestServer {
         Self::launch(config, dir).await
     }
 
+    /// With the admin, gateway and partner credentials, on a clock that moves only when the
+    /// test says so.
+    pub async fn start_at(clock: Arc<ManualClock>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_for(dir.path(), default_credentials(), false);
+        Self::launch_with_clock(config, dir, Some(clock)).await
+    }
+
     /// Starts a server with `config` on `dir` and waits until its health service says SERVING.
-    pub async fn launch(mut config: Config, dir: TempDir) -> Self {
+    pub async fn launch(config: Config, dir: TempDir) -> Self {
+        Self::launch_with_clock(config, dir, None).await
+    }
+
+    /// The same, reading `clock` (the system's when `None`).
+    pub async fn launch_with_clock(mut config: Config, dir: TempDir, clock: Option<Arc<ManualClock>>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         config.listen = addr;
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(posture::server::serve(config.clone(), listener, async {
+        let shutdown = async {
             let _ = rx.await;
-        }));
+        };
+        let task = match clock.clone() {
+            None => tokio::spawn(posture::server::serve(config.clone(), listener, shutdown)),
+            Some(clock) => {
+                let config = config.clone();
+                tokio::spawn(async move {
+                    let engine = posture::server::open_engine(&config, clock).await?;
+                    posture::server::serve_engine(engine, listener, shutdown).await
+                })
+            }
+        };
         let channel = Endpoint::from_shared(format!("http://{addr}"))
             .unwrap()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(20))
             .connect_lazy();
-        let mut server = TestServer { addr, config, dir: Some(dir), channel, shutdown: Some(tx), task: Some(task) };
+        let mut server =
+            TestServer { addr, config, clock, dir: Some(dir), channel, shutdown: Some(tx), task: Some(task) };
         server.wait_serving().await;
         server
     }
@@ -177,11 +205,16 @@ impl TestServer {
         self.dir.take().unwrap()
     }
 
-    /// Stops this server and starts a new one on the same data dir and configuration.
+    /// Stops this server and starts a new one on the same data dir, configuration and clock.
     pub async fn restart(self) -> TestServer {
-        let config = self.config.clone();
+        let (config, clock) = (self.config.clone(), self.clock.clone());
         let dir = self.stop().await;
-        Self::launch(config, dir).await
+        Self::launch_with_clock(config, dir, clock).await
+    }
+
+    /// The time the server reads (its manual clock's, or the system's).
+    pub fn now_secs(&self) -> i64 {
+        self.clock.as_ref().map_or_else(now_secs, |c| c.now().0)
     }
 
     pub fn admin_as(&self, secret: Option<&str>) -> Admin {
