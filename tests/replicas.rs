@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use posture::proto as pb;
 use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 /// A fresh schema per test, so runs and tests cannot collide.
 fn store_url(test: &str) -> Option<String> {
@@ -27,12 +29,8 @@ fn store_url(test: &str) -> Option<String> {
 
 /// Drops the test's schema (the URL's `posture_schema`).
 async fn drop_schema(url: &str) {
-    let (base, query) = url.split_once('?').unwrap();
-    let schema = query.split('&').find_map(|kv| kv.strip_prefix("posture_schema=")).unwrap();
-    let rest: Vec<&str> = query.split('&').filter(|kv| !kv.starts_with("posture_")).collect();
-    let base = if rest.is_empty() { base.to_string() } else { format!("{base}?{}", rest.join("&")) };
-    let pool = sqlx::PgPool::connect(&base).await.unwrap();
-    sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&pool).await.unwrap();
+    let pool = sqlx::PgPool::connect(&base_url(url)).await.unwrap();
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", schema_of(url))).execute(&pool).await.unwrap();
 }
 
 async fn replica(url: &str) -> TestServer {
@@ -204,4 +202,146 @@ async fn a_watch_on_one_replica_streams_writes_made_through_another_once_and_in_
     a.stop().await;
     b.stop().await;
     drop_schema(&url).await;
+}
+
+/// Admin writes through two replicas at once are validated against each other: of two
+/// creates of one policy exactly one wins and the other is told it exists (or to retry), and a
+/// policy deleted through one while the other assigns it leaves no orphaned assignment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicting_admin_writes_through_two_replicas_leave_one_winner_and_no_orphan() {
+    let Some(url) = store_url("conflict") else { return };
+    let a = replica(&url).await;
+    let b = replica(&url).await;
+    seed_org_with(&a, 0).await;
+    let (mut admin_a, mut admin_b) = (a.admin(), b.admin());
+    for i in 0..15 {
+        let mut policy = baseline_policy(0);
+        policy.id = format!("race-{i}");
+        let create = |p: &pb::Policy| pb::CreatePolicyRequest { policy: Some(p.clone()) };
+        let (ra, rb) = tokio::join!(admin_a.create_policy(create(&policy)), admin_b.create_policy(create(&policy)));
+        let outcomes = [ra.map(|r| r.into_inner().revision), rb.map(|r| r.into_inner().revision)];
+        assert_eq!(outcomes.iter().filter(|r| r.is_ok()).count(), 1, "one create wins: {outcomes:?}");
+        for r in &outcomes {
+            if let Err(e) = r {
+                assert!(matches!(e.code(), Code::AlreadyExists | Code::Aborted), "{e:?}");
+            }
+        }
+        // Deleted through A while B assigns it.
+        let assign = pb::AssignPolicyRequest {
+            policy_id: policy.id.clone(),
+            assignment: Some(pb::Assignment { include_group_ids: strings(&["mac-users"]), exclude_group_ids: vec![] }),
+        };
+        let (deleted, assigned) = tokio::join!(
+            admin_a.delete_policy(pb::DeletePolicyRequest { policy_id: policy.id.clone() }),
+            admin_b.assign_policy(assign)
+        );
+        deleted.unwrap();
+        if let Err(e) = assigned {
+            assert!(matches!(e.code(), Code::NotFound | Code::Aborted), "{e:?}");
+        }
+    }
+    // Both replicas, at the latest revision, hold the two seeded policies and nothing else.
+    let head = a.revision().await.max(b.revision().await);
+    for server in [&a, &b] {
+        let req = pb::ListPoliciesRequest { min_revision: head };
+        let listed = server.admin().list_policies(req).await.unwrap().into_inner();
+        let ids: Vec<&str> = listed.policies.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(ids, ["baseline", "engineering-passwords"]);
+    }
+    let pool = sqlx::PgPool::connect(&base_url(&url)).await.unwrap();
+    let orphans: i64 = sqlx::query_scalar(&format!(
+        "SELECT COUNT(*) FROM {schema}.assignments a WHERE NOT EXISTS \
+         (SELECT 1 FROM {schema}.policies p WHERE p.id = a.policy_id)",
+        schema = schema_of(&url)
+    ))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(orphans, 0, "no assignment without its policy");
+    a.stop().await;
+    b.stop().await;
+    drop_schema(&url).await;
+}
+
+/// A replica that loses its PostgreSQL connection (through a proxy the test cuts) answers from
+/// memory within --max-staleness, then turns NOT_SERVING and denies with STORE_UNAVAILABLE;
+/// when the link returns it catches up on what was written meanwhile and serves again, with
+/// no restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_cut_off_from_postgresql_denies_past_its_max_staleness_and_recovers() {
+    let Some(url) = store_url("outage") else { return };
+    let direct = replica(&url).await;
+    seed_org_with(&direct, 0).await;
+    direct.report(vec![mac("mac-ada", "ada", "C02ADA0001")]).await;
+
+    let proxy = common::proxy::Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let through_proxy = url.replacen("127.0.0.1:5432", &proxy.addr.to_string(), 1);
+    assert_ne!(through_proxy, url, "the test database URL names 127.0.0.1:5432");
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_for(dir.path(), default_credentials(), false);
+    config.store = through_proxy;
+    config.max_staleness = Duration::from_secs(2);
+    let cut_off = TestServer::launch(config, dir).await;
+    assert_eq!(check_at(&cut_off, "ada", "mac-ada", 0).await.decision, pb::Decision::Allow as i32);
+
+    proxy.cut();
+    let cut_at = Instant::now();
+    // Within the allowed staleness it answers from memory.
+    let r = check_at(&cut_off, "ada", "mac-ada", 0).await;
+    assert_eq!(r.decision, pb::Decision::Allow as i32, "{r:?}");
+    // Past it: NOT_SERVING, and every access denied, saying why.
+    wait_for_health(&cut_off, ServingStatus::NotServing).await;
+    assert!(cut_at.elapsed() >= Duration::from_secs(2), "not before the maximum staleness");
+    let r = check_at(&cut_off, "ada", "mac-ada", 0).await;
+    assert_eq!((r.decision, codes(&r.reasons)), (pb::Decision::Deny as i32, vec!["STORE_UNAVAILABLE"]));
+    let err = cut_off
+        .compliance()
+        .evaluate_device(pb::EvaluateDeviceRequest { device_id: "mac-ada".into(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    let err = cut_off
+        .inventory()
+        .report_inventory(pb::ReportInventoryRequest { devices: vec![mac("mac-bob", "bob", "C02BOB0001")] })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    // Meanwhile another replica writes.
+    let mut off = mac("mac-ada", "ada", "C02ADA0001");
+    off.file_vault = pb::FileVaultState::NotEncrypted as i32;
+    let written = direct.report(vec![off]).await.revision;
+
+    proxy.restore();
+    wait_for_health(&cut_off, ServingStatus::Serving).await;
+    let r = check_at(&cut_off, "ada", "mac-ada", written).await;
+    assert_eq!((r.decision, codes(&r.reasons)), (pb::Decision::Deny as i32, vec!["NONCOMPLIANT"]), "{r:?}");
+    assert!(r.revision >= written);
+    cut_off.stop().await;
+    direct.stop().await;
+    drop_schema(&url).await;
+}
+
+/// Waits (up to 20 s) until the server's overall health is `status`.
+async fn wait_for_health(server: &TestServer, status: ServingStatus) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut health = HealthClient::new(server.channel());
+        let now = health.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner().status;
+        if now == status as i32 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "health did not become {status:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The URL without its `posture_*` parameters, for a plain connection.
+fn base_url(url: &str) -> String {
+    let (base, query) = url.split_once('?').unwrap();
+    let rest: Vec<&str> = query.split('&').filter(|kv| !kv.starts_with("posture_")).collect();
+    if rest.is_empty() { base.to_string() } else { format!("{base}?{}", rest.join("&")) }
+}
+
+fn schema_of(url: &str) -> &str {
+    url.split_once('?').unwrap().1.split('&').find_map(|kv| kv.strip_prefix("posture_schema=")).unwrap()
 }

@@ -3,6 +3,8 @@
 //! AdminService and to build partner reports relative to the current time.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+pub mod proxy;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -311,6 +313,12 @@ pub const DAY: i64 = 24 * HOUR;
 /// volumes, Gatekeeper App Store and identified developers, firewall on, a 16-character
 /// password; checked in 10 minutes ago, token renewed an hour ago, refresh token a day old.
 pub fn mac(device_id: &str, user_id: &str, serial: &str) -> pb::DeviceReport {
+    mac_at(device_id, user_id, serial, now_secs())
+}
+
+/// [`mac`], as of `now` (seconds since the epoch) instead of the system's clock.
+pub fn mac_at(device_id: &str, user_id: &str, serial: &str, now: i64) -> pb::DeviceReport {
+    let ago = |secs: i64| prost_types::Timestamp { seconds: now - secs, nanos: 0 };
     pb::DeviceReport {
         device_id: device_id.into(),
         partner_device_id: format!("jamf-{device_id}"),
