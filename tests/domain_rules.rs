@@ -128,6 +128,11 @@ fn write(state: &mut State, changes: Vec<Change>, now: Timestamp) {
     }
 }
 
+/// When `device`'s failure of `policy` began to count, if it fails it.
+fn since_of(state: &State, device: &str, policy: &str) -> Option<Timestamp> {
+    state.failure(device, policy).map(|f| f.since)
+}
+
 /// The partner's report of `device`, received at its check-in.
 fn put(state: &mut State, device: Device) {
     let now = device.last_check_in;
@@ -643,7 +648,7 @@ fn grace_org(grace_hours: u32, since: Timestamp) -> State {
     ada.last_check_in = since.plus_hours(23);
     ada.last_token_renewal = since.plus_hours(23);
     put(&mut state, ada);
-    assert_eq!(state.failing_since("mac-ada", "disk"), Some(since), "a failure that continues keeps its start");
+    assert_eq!(since_of(&state, "mac-ada", "disk"), Some(since), "a failure that continues keeps its start");
     state
 }
 
@@ -720,10 +725,60 @@ fn rule12_editing_a_policy_does_not_restart_a_grace_period_that_ended() {
     write(&mut state, vec![Change::PutPolicy(edited.clone())], T0);
     edited.settings.firewall_enabled = Some(true);
     write(&mut state, vec![Change::PutPolicy(edited)], T0);
-    assert_eq!(state.failing_since("mac-ada", "disk"), Some(since));
+    assert_eq!(since_of(&state, "mac-ada", "disk"), Some(since));
     let d = decide(&state, "mac-ada", T0);
     assert!(!d.allow);
     assert_eq!(codes(&d), vec![ReasonCode::Noncompliant]);
+}
+
+#[test]
+fn rule12_a_longer_grace_period_extends_only_the_grace_periods_still_running() {
+    // Ada failing since 30 hours ago, Bob since 10, under a 24-hour grace period.
+    let mut state = org(&["ada", "bob"]);
+    add_policy(&mut state, policy("disk", encryption_required(), 24));
+    for (device, user, ago) in [("mac-ada", "ada", 30), ("mac-bob", "bob", 10)] {
+        let mut mac = mac(device, user, device);
+        mac.facts.file_vault = Some(FileVault::NotEncrypted);
+        mac.last_check_in = T0.plus_hours(-ago);
+        put(&mut state, mac.clone());
+        (mac.last_check_in, mac.last_token_renewal) = (T0.plus_secs(-60), T0.plus_secs(-60));
+        put(&mut state, mac);
+    }
+    assert_eq!(codes(&decide(&state, "mac-ada", T0)), vec![ReasonCode::Noncompliant]);
+    assert_eq!(codes(&decide(&state, "mac-bob", T0)), vec![ReasonCode::InGracePeriod]);
+    // 72 hours: Bob's running grace period now ends 72 hours after his failure began; Ada's
+    // ended, and stays ended.
+    let mut longer = state.policy("disk").unwrap().clone();
+    longer.grace_period_hours = 72;
+    write(&mut state, vec![Change::PutPolicy(longer)], T0);
+    assert_eq!(codes(&decide(&state, "mac-ada", T0)), vec![ReasonCode::Noncompliant]);
+    assert_eq!(state.failure("mac-bob", "disk").unwrap().grace_ends, T0.plus_hours(-10 + 72));
+    // Shorter again, to 5 hours: applies at once, to both.
+    let mut shorter = state.policy("disk").unwrap().clone();
+    shorter.grace_period_hours = 5;
+    write(&mut state, vec![Change::PutPolicy(shorter)], T0);
+    assert_eq!(codes(&decide(&state, "mac-bob", T0)), vec![ReasonCode::Noncompliant]);
+    assert_eq!(state.failure("mac-ada", "disk").unwrap().grace_ends, T0.plus_hours(-30 + 5));
+}
+
+#[test]
+fn rule12_a_deleted_device_record_keeps_its_failures_for_the_macs_next_report() {
+    let mut state = org(&["ada"]);
+    add_policy(&mut state, policy("disk", encryption_required(), 24));
+    let mut ada = mac("mac-ada", "ada", "S");
+    ada.facts.file_vault = Some(FileVault::NotEncrypted);
+    ada.last_check_in = T0.plus_hours(-30);
+    put(&mut state, ada.clone());
+    ada.last_check_in = T0.plus_secs(-60);
+    put(&mut state, ada.clone());
+    assert_eq!(codes(&decide(&state, "mac-ada", T0)), vec![ReasonCode::Noncompliant]);
+    write(&mut state, vec![Change::DeleteDevice("mac-ada".into())], T0);
+    assert_eq!(codes(&decide(&state, "mac-ada", T0)), vec![ReasonCode::DeviceUnknown]);
+    // Reported again, still failing: the failure continues from 30 hours ago.
+    ada.last_check_in = T0;
+    put(&mut state, ada);
+    assert_eq!(since_of(&state, "mac-ada", "disk"), Some(T0.plus_hours(-30)));
+    assert_eq!(codes(&decide(&state, "mac-ada", T0)), vec![ReasonCode::Noncompliant]);
 }
 
 #[test]
@@ -737,15 +792,15 @@ fn rule12_a_requirement_made_stricter_starts_grace_for_the_macs_it_newly_fails()
     let mut bob = mac("mac-bob", "bob", "B");
     bob.facts.firewall_enabled = Some(false);
     put(&mut state, bob);
-    let bob_since = state.failing_since("mac-bob", "baseline").unwrap();
+    let bob_since = since_of(&state, "mac-bob", "baseline").unwrap();
     // Ada's Mac has FileVault on, Bob's too; both pass a new encryption rule except... make it
     // stricter on the OS: Ada (14.2.1) newly fails a 15.0 minimum, Bob already failed.
     let mut stricter = state.policy("baseline").unwrap().clone();
     stricter.settings.os_minimum_version = Some(v("15.0"));
     let edited_at = T0.plus_hours(1);
     write(&mut state, vec![Change::PutPolicy(stricter)], edited_at);
-    assert_eq!(state.failing_since("mac-ada", "baseline"), Some(edited_at), "a new failure starts at the edit");
-    assert_eq!(state.failing_since("mac-bob", "baseline"), Some(bob_since), "a continuing one keeps its start");
+    assert_eq!(since_of(&state, "mac-ada", "baseline"), Some(edited_at), "a new failure starts at the edit");
+    assert_eq!(since_of(&state, "mac-bob", "baseline"), Some(bob_since), "a continuing one keeps its start");
     let d = decide(&state, "mac-ada", edited_at);
     assert_eq!(codes(&d), vec![ReasonCode::InGracePeriod]);
     let eval = compliance::evaluate(&state, state.device("mac-ada").unwrap(), edited_at, compliance::Detail::All);
@@ -754,8 +809,8 @@ fn rule12_a_requirement_made_stricter_starts_grace_for_the_macs_it_newly_fails()
     let mut loosened = state.policy("baseline").unwrap().clone();
     loosened.settings.os_minimum_version = None;
     write(&mut state, vec![Change::PutPolicy(loosened)], edited_at.plus_hours(1));
-    assert_eq!(state.failing_since("mac-ada", "baseline"), None);
-    assert_eq!(state.failing_since("mac-bob", "baseline"), Some(bob_since));
+    assert_eq!(since_of(&state, "mac-ada", "baseline"), None);
+    assert_eq!(since_of(&state, "mac-bob", "baseline"), Some(bob_since));
 }
 
 #[test]
@@ -768,10 +823,10 @@ fn rule12_a_policy_that_starts_to_apply_records_when_the_failure_began_to_count(
     let mut ada = mac("mac-ada", "ada", "S");
     ada.facts.file_vault = Some(FileVault::NotEncrypted);
     put(&mut state, ada.clone());
-    assert_eq!(state.failing_since("mac-ada", "disk"), None);
+    assert_eq!(since_of(&state, "mac-ada", "disk"), None);
     // She joins finance at T0: her failure begins to count now.
     write(&mut state, vec![Change::PutGroup(user_group("finance", &["ada"]))], T0);
-    assert_eq!(state.failing_since("mac-ada", "disk"), Some(T0));
+    assert_eq!(since_of(&state, "mac-ada", "disk"), Some(T0));
     let ends = T0.plus_hours(12);
     assert_eq!(codes(&decide(&state, "mac-ada", ends.plus_secs(-1))), vec![ReasonCode::InGracePeriod]);
     assert_eq!(codes(&decide(&state, "mac-ada", ends)), vec![ReasonCode::Noncompliant]);
@@ -779,7 +834,7 @@ fn rule12_a_policy_that_starts_to_apply_records_when_the_failure_began_to_count(
     ada.last_check_in = ends.plus_secs(60);
     ada.last_token_renewal = ends;
     put(&mut state, ada.clone());
-    assert_eq!(state.failing_since("mac-ada", "disk"), Some(T0));
+    assert_eq!(since_of(&state, "mac-ada", "disk"), Some(T0));
     assert_eq!(codes(&decide(&state, "mac-ada", ends.plus_secs(120))), vec![ReasonCode::Noncompliant]);
     // The same through the assignment: another policy assigned to mac-users.
     write(
@@ -794,13 +849,13 @@ fn rule12_a_policy_that_starts_to_apply_records_when_the_failure_began_to_count(
     ada.facts.firewall_enabled = Some(false);
     ada.last_check_in = ends.plus_secs(180);
     put(&mut state, ada);
-    assert_eq!(state.failing_since("mac-ada", "fw"), None, "not assigned yet");
+    assert_eq!(since_of(&state, "mac-ada", "fw"), None, "not assigned yet");
     let assigned_at = ends.plus_secs(200);
     write(&mut state, vec![assign("fw", &[MAC_USERS], &[])], assigned_at);
-    assert_eq!(state.failing_since("mac-ada", "fw"), Some(assigned_at));
+    assert_eq!(since_of(&state, "mac-ada", "fw"), Some(assigned_at));
     // Leaving the group drops the record; the policy no longer applies.
     write(&mut state, vec![Change::PutGroup(user_group("finance", &[]))], assigned_at);
-    assert_eq!(state.failing_since("mac-ada", "disk"), None);
+    assert_eq!(since_of(&state, "mac-ada", "disk"), None);
 }
 
 #[test]
@@ -816,18 +871,18 @@ fn rule4_failures_on_record_are_kept_set_and_cleared_by_reports() {
 
     // First report, failing: set to this check-in.
     put(&mut state, failing.clone());
-    assert_eq!(state.failing_since("mac-ada", "disk"), Some(earlier));
+    assert_eq!(since_of(&state, "mac-ada", "disk"), Some(earlier));
     // Still failing: the earlier value is kept.
     failing.last_check_in = T0;
     put(&mut state, failing.clone());
-    assert_eq!(state.failing_since("mac-ada", "disk"), Some(earlier));
+    assert_eq!(since_of(&state, "mac-ada", "disk"), Some(earlier));
     // Compliant again: cleared; failing again: a new start.
     passing.last_check_in = T0.plus_hours(1);
     put(&mut state, passing);
-    assert_eq!(state.failing_since("mac-ada", "disk"), None);
+    assert_eq!(since_of(&state, "mac-ada", "disk"), None);
     failing.last_check_in = T0.plus_hours(2);
     put(&mut state, failing.clone());
-    assert_eq!(state.failing_since("mac-ada", "disk"), Some(T0.plus_hours(2)));
+    assert_eq!(since_of(&state, "mac-ada", "disk"), Some(T0.plus_hours(2)));
     // A check-in after the server's now starts no later than now.
     let mut future = failing.clone();
     future.facts.file_vault = Some(FileVault::AllEncrypted);
@@ -835,19 +890,19 @@ fn rule4_failures_on_record_are_kept_set_and_cleared_by_reports() {
     future.facts.file_vault = Some(FileVault::NotEncrypted);
     future.last_check_in = T0.plus_hours(4);
     write(&mut state, vec![Change::PutDevice(future)], T0.plus_hours(3));
-    assert_eq!(state.failing_since("mac-ada", "disk"), Some(T0.plus_hours(3)));
+    assert_eq!(since_of(&state, "mac-ada", "disk"), Some(T0.plus_hours(3)));
     // The partner's own verdict: no grace bookkeeping.
     let mut verdict = failing.clone();
     verdict.last_check_in = T0.plus_hours(5);
     verdict.partner_verdict = Some(PartnerVerdict { compliant: false, decided_at: T0 });
     put(&mut state, verdict);
-    assert_eq!(state.failing_since("mac-ada", "disk"), None);
+    assert_eq!(since_of(&state, "mac-ada", "disk"), None);
     // No applicable policy: nothing fails.
     let mut other = failing;
     other.last_check_in = T0.plus_hours(6);
     other.user_id = "stranger".to_string();
     put(&mut state, other);
-    assert_eq!(state.failing_since("mac-ada", "disk"), None);
+    assert_eq!(since_of(&state, "mac-ada", "disk"), None);
 }
 
 #[test]
@@ -1289,6 +1344,24 @@ fn rule11_every_cause_has_a_code_and_a_remediation() {
     names.sort_unstable();
     names.dedup();
     assert_eq!(names.len(), all.len());
+}
+
+#[test]
+fn rule12_allow_needs_a_state_that_lets_in_and_no_reason_that_denies() {
+    let reason = |code| access::Reason::new(code, "…");
+    let compliant = [reason(ReasonCode::Compliant)];
+    assert!(access::allows(ComplianceState::Compliant, &compliant));
+    assert!(access::allows(ComplianceState::InGracePeriod, &[reason(ReasonCode::InGracePeriod)]));
+    // A state that does not let in denies even when no reason does (a state added later, or a
+    // gate that forgot its reason).
+    for state in [ComplianceState::Unknown, ComplianceState::Error, ComplianceState::NotAssigned] {
+        assert!(!access::allows(state, &compliant), "{state:?}");
+    }
+    // A denying reason denies whatever the state.
+    assert!(!access::allows(
+        ComplianceState::Compliant,
+        &[reason(ReasonCode::Compliant), reason(ReasonCode::Unresponsive)]
+    ));
 }
 
 #[test]

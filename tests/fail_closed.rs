@@ -20,7 +20,8 @@ use posture::domain::model::{
     PolicySettings, Registration, SecurityFacts, Sip, TenantSettings, User,
 };
 use posture::domain::{Change, Timestamp};
-use posture::engine::{Engine, GroupTargets};
+use posture::engine::watch::Start;
+use posture::engine::{Engine, GroupTargets, WatchConfig, Watcher};
 use posture::error::Error;
 use posture::store::memory::MemoryStore;
 use posture::store::{Commit, Snapshot, Store};
@@ -126,7 +127,8 @@ struct PolicySpec {
 #[derive(Debug, Clone)]
 struct DeviceSpec {
     user: usize,
-    serial: usize,
+    /// Shares the serial of another device (a duplicate registration), or has its own.
+    serial: Option<usize>,
     os_major: u32,
     encrypted: bool,
     firewall: Option<bool>,
@@ -135,6 +137,8 @@ struct DeviceSpec {
     token_ago: i64,
     direct: bool,
     verdict: Option<(bool, i64)>,
+    /// The same facts were reported this much earlier too (0: only once).
+    reported_before: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -174,10 +178,15 @@ fn policy_spec() -> impl Strategy<Value = PolicySpec> {
 
 fn device_spec() -> impl Strategy<Value = DeviceSpec> {
     (
-        (0..USERS, 0..DEVICES + 1, 10..16u32, prop::bool::weighted(0.7)),
+        (0..USERS, prop::option::weighted(0.1, 0..DEVICES), 10..16u32, prop::bool::weighted(0.7)),
         (prop::option::of(any::<bool>()), prop::option::of(6..18u32)),
-        (0..30 * HOUR, 0..30 * HOUR, prop::bool::weighted(0.1)),
+        (
+            prop_oneof![4 => 0..20 * HOUR, 1 => 0..30 * HOUR],
+            prop_oneof![4 => 0..20 * HOUR, 1 => 0..30 * HOUR],
+            prop::bool::weighted(0.1),
+        ),
         prop::option::weighted(0.2, (any::<bool>(), 0..30 * HOUR)),
+        prop_oneof![Just(0i64), 1..80 * HOUR],
     )
         .prop_map(
             |(
@@ -185,19 +194,19 @@ fn device_spec() -> impl Strategy<Value = DeviceSpec> {
                 (firewall, password),
                 (check_in_ago, token_ago, direct),
                 verdict,
-            )| {
-                DeviceSpec {
-                    user,
-                    serial,
-                    os_major,
-                    encrypted,
-                    firewall,
-                    password,
-                    check_in_ago,
-                    token_ago,
-                    direct,
-                    verdict,
-                }
+                reported_before,
+            )| DeviceSpec {
+                user,
+                serial,
+                os_major,
+                encrypted,
+                firewall,
+                password,
+                check_in_ago,
+                token_ago,
+                direct,
+                verdict,
+                reported_before,
             },
         )
 }
@@ -205,10 +214,10 @@ fn device_spec() -> impl Strategy<Value = DeviceSpec> {
 fn org_spec() -> impl Strategy<Value = OrgSpec> {
     (
         prop::collection::vec(prop::bool::weighted(0.9), USERS),
-        (any::<[u8; 2]>(), any::<[u8; 2]>(), 1..4u8, 0..4u8),
+        (any::<[u8; 2]>(), any::<[u8; 2]>(), 1..4u8, prop_oneof![3 => Just(0u8), 1 => 1..4u8]),
         prop::collection::vec(policy_spec(), 1..4),
         prop::collection::vec(device_spec(), DEVICES),
-        (prop::bool::weighted(0.3), prop_oneof![Just(0i64), 1..100 * HOUR]),
+        (prop::bool::weighted(0.3), prop_oneof![Just(0i64), 1..100 * HOUR, 1..4 * HOUR]),
     )
         .prop_map(
             |(
@@ -255,7 +264,7 @@ fn policy_of(i: usize, p: &PolicySpec) -> Policy {
 
 fn device_of(i: usize, d: &DeviceSpec, now: Timestamp) -> Device {
     let mut device = healthy(i, d.user, now.plus_secs(-d.check_in_ago));
-    device.serial_number = format!("S{}", d.serial);
+    device.serial_number = format!("S{}", d.serial.unwrap_or(i));
     device.os_version = format!("{}.1", d.os_major).parse().unwrap();
     device.facts.file_vault = Some(if d.encrypted { FileVault::AllEncrypted } else { FileVault::NotEncrypted });
     device.facts.firewall_enabled = d.firewall;
@@ -289,6 +298,16 @@ async fn build(spec: &OrgSpec, store: Arc<dyn Store>) -> (Arc<Engine>, Arc<Manua
     let no_policy =
         if spec.noncompliant_without_policy { NoPolicyTreatment::Noncompliant } else { NoPolicyTreatment::Compliant };
     engine.update_settings(TenantSettings { no_policy, validity_days: 30 }).await.unwrap();
+    // Each Mac's history: the same facts an earlier time too, where it has one.
+    let earlier = spec.devices.iter().enumerate().filter(|(_, d)| d.reported_before > 0);
+    let earlier: Vec<Device> = earlier
+        .map(|(i, d)| {
+            let mut device = device_of(i, d, T0);
+            device.last_check_in = device.last_check_in.plus_secs(-d.reported_before);
+            device
+        })
+        .collect();
+    report(&engine, earlier).await;
     report(&engine, spec.devices.iter().enumerate().map(|(i, d)| device_of(i, d, T0)).collect()).await;
     clock.advance(spec.later);
     (engine, clock)
@@ -353,6 +372,17 @@ enum Tighten {
         older_by: i64,
         healthy: bool,
     },
+    /// Not a tightening, but no Mac is better off for it: a longer grace period (one that has
+    /// ended stays ended).
+    LongerGrace {
+        policy: usize,
+        hours: u32,
+    },
+    /// Nor this: a device record deleted, then reported again exactly as before (its failures
+    /// continue; deleting the record buys no grace).
+    DeleteAndReportAgain {
+        device: usize,
+    },
 }
 
 fn tighten() -> impl Strategy<Value = Tighten> {
@@ -370,6 +400,8 @@ fn tighten() -> impl Strategy<Value = Tighten> {
             older_by,
             healthy
         }),
+        (0..3usize, 0..200u32).prop_map(|(policy, hours)| Tighten::LongerGrace { policy, hours }),
+        (0..DEVICES).prop_map(|device| Tighten::DeleteAndReportAgain { device }),
     ]
 }
 
@@ -439,7 +471,9 @@ async fn apply_tightening(engine: &Engine, change: &Tighten) {
             None => Ok(()),
         },
         Tighten::RemoveFromInclude { group, user } => match state_group[group].clone() {
-            Some(mut g) if connector.include_group_ids.contains(&g.id) => {
+            Some(mut g)
+                if connector.include_group_ids.contains(&g.id) && !connector.exclude_group_ids.contains(&g.id) =>
+            {
                 g.members.retain(|m| *m != user_id(user));
                 engine.sync_directory(vec![], vec![g], vec![], vec![]).await.map(drop)
             }
@@ -457,14 +491,29 @@ async fn apply_tightening(engine: &Engine, change: &Tighten) {
             }
             None => Ok(()),
         },
+        Tighten::LongerGrace { policy, hours } => {
+            match update(policy, &|p| p.grace_period_hours = p.grace_period_hours.max(hours)) {
+                Some(p) => engine.update_policy(p).await.map(drop),
+                None => Ok(()),
+            }
+        }
+        Tighten::DeleteAndReportAgain { device } => match state_device[device].clone() {
+            Some(stored) => {
+                engine.delete_device(&stored.id).await.unwrap();
+                report(engine, vec![stored]).await;
+                Ok(())
+            }
+            None => Ok(()),
+        },
     };
     result.unwrap();
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, max_shrink_iters: 2_000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 1_000, max_shrink_iters: 2_000, ..ProptestConfig::default() })]
 
-    /// A change that only tightens never turns any decision from DENY to ALLOW at the same now.
+    /// A change that only tightens (or otherwise leaves no Mac better off) never turns any
+    /// decision from DENY to ALLOW at the same now.
     #[test]
     fn a_change_that_only_tightens_never_turns_a_deny_into_an_allow(
         spec in org_spec(),
@@ -757,7 +806,9 @@ async fn a_replica_cut_off_from_its_store_denies_past_its_maximum_staleness_and_
     let engine = Arc::new(engine.with_max_staleness(Duration::from_millis(400)));
     small_org(&engine).await;
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let following = tokio::spawn(engine.clone().follow(shutdown));
+    let following = tokio::spawn(engine.clone().follow(shutdown.clone()));
+    let (watcher, _watching) = Watcher::spawn(engine.clone(), WatchConfig::default(), shutdown);
+    let mut stream = watcher.subscribe(Start::Now, vec![]).await.unwrap();
     let mut available = engine.available();
     assert!(engine.check_access("d0").0.allow);
 
@@ -772,6 +823,10 @@ async fn a_replica_cut_off_from_its_store_denies_past_its_maximum_staleness_and_
     assert!(matches!(engine.check_available(), Err(Error::Unavailable(_))));
     let write = engine.sync_directory(vec![user(0, false)], vec![], vec![], vec![]).await;
     assert!(matches!(write, Err(Error::Storage(_))), "{write:?}");
+    // Watch streams end, telling the client to go elsewhere; new ones are refused.
+    let ended = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.unwrap();
+    assert!(matches!(&ended, Some(Err(Error::Unavailable(m))) if m.contains("another replica")), "{ended:?}");
+    assert!(matches!(watcher.subscribe(Start::Now, vec![]).await, Err(Error::Unavailable(_))));
 
     store.down.store(false, Ordering::SeqCst);
     tokio::time::timeout(Duration::from_secs(5), available.wait_for(|a| *a)).await.unwrap().unwrap();

@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use posture::domain::model::{
-    Assignment, Connector, ConnectorState, Device, FileVault, Gatekeeper, Group, GroupKind, NoPolicyTreatment, Policy,
-    PolicySettings, Registration, SecurityFacts, Sip, TenantSettings, User,
+    Assignment, Connector, ConnectorState, Device, Failure, FileVault, Gatekeeper, Group, GroupKind, NoPolicyTreatment,
+    Policy, PolicySettings, Registration, SecurityFacts, Sip, TenantSettings, User,
 };
 use posture::domain::{Change, State, Timestamp};
 use posture::store::postgres::{PostgresOptions, PostgresStore};
@@ -170,7 +170,7 @@ conformance!(
     concurrent_commits_get_consecutive_revisions,
     notifications_follow_commits_or_are_absent,
     commits_land_only_on_the_head_they_expect,
-    failures_on_record_go_with_their_device_and_policy,
+    failures_on_record_go_with_their_policy_and_outlive_their_device,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -231,7 +231,9 @@ fn organisation() -> Vec<Vec<Change>> {
         changes.push(Change::PutDevice(device(i, i % 12)));
         if i.is_multiple_of(3) {
             let policy_id = policy(i % 3).id;
-            changes.push(Change::PutFailing { device_id: device_id(i), policy_id, since: NOW.plus_secs(-(i as i64)) });
+            let since = NOW.plus_secs(-(i as i64));
+            let failure = Failure { since, grace_ends: since.plus_hours(24) };
+            changes.push(Change::PutFailing { device_id: device_id(i), policy_id, failure });
         }
     }
     changes.push(Change::PutHeartbeat(NOW));
@@ -309,8 +311,8 @@ struct Contents {
     connector: Connector,
     settings: TenantSettings,
     heartbeat: Option<Timestamp>,
-    /// (device, policy, since) of every failure on record for the devices `changes` mention.
-    failing: Vec<(String, String, Timestamp)>,
+    /// (device, policy, failure) of every failure on record for the devices `changes` mention.
+    failing: Vec<(String, String, Failure)>,
     /// member → its groups; user → its devices; serial → its devices (all sorted).
     indexes: BTreeMap<String, Indexes>,
 }
@@ -362,7 +364,7 @@ fn contents(state: &State, changes: &[Change]) -> Contents {
         heartbeat: state.heartbeat(),
         failing: device_ids
             .iter()
-            .flat_map(|d| state.failing_of(d).map(|(p, t)| (d.clone(), p.to_string(), t)).collect::<Vec<_>>())
+            .flat_map(|d| state.failures_of(d).map(|(p, f)| (d.clone(), p.to_string(), f)).collect::<Vec<_>>())
             .collect(),
         indexes: keys
             .into_iter()
@@ -655,11 +657,11 @@ async fn commits_land_only_on_the_head_they_expect(store: Arc<dyn Store>, _db: A
     assert_eq!(store.commit(1, &put("second"), NOW.0).await.expect("commit"), Commit::Done(2));
 }
 
-async fn failures_on_record_go_with_their_device_and_policy(store: Arc<dyn Store>, _db: Arc<Db>) {
+async fn failures_on_record_go_with_their_policy_and_outlive_their_device(store: Arc<dyn Store>, _db: Arc<Db>) {
     let failing = |d: usize, p: usize, since: i64| Change::PutFailing {
         device_id: device_id(d),
         policy_id: policy(p).id,
-        since: Timestamp(since),
+        failure: Failure { since: Timestamp(since), grace_ends: Timestamp(since + 10) },
     };
     let batches = vec![
         vec![
@@ -672,27 +674,31 @@ async fn failures_on_record_go_with_their_device_and_policy(store: Arc<dyn Store
             failing(2, 1, 300),
             failing(2, 2, 400),
         ],
-        // An upsert moves the start; a delete removes one record.
+        // An upsert moves the times; a delete removes one record.
         vec![failing(2, 1, 250), Change::DeleteFailing { device_id: device_id(2), policy_id: policy(2).id }],
-        // A deleted policy and a deleted device take their records with them.
+        // A deleted policy takes its records with it; a deleted device record keeps them.
         vec![Change::DeletePolicy(policy(2).id), Change::DeleteDevice(device_id(1))],
     ];
     let expected = [
         vec![(1, 1, 100), (1, 2, 200), (2, 1, 300), (2, 2, 400)],
         vec![(1, 1, 100), (1, 2, 200), (2, 1, 250)],
-        vec![(2, 1, 250)],
+        vec![(1, 1, 100), (2, 1, 250)],
     ];
     for (batch, expected) in batches.iter().zip(expected) {
         commit(&*store, batch).await;
         let state = store.load().await.expect("load").state;
-        let on_record: Vec<(String, String, Timestamp)> = [1, 2]
+        let on_record: Vec<(String, String, Failure)> = [1, 2]
             .iter()
             .flat_map(|d| {
-                state.failing_of(&device_id(*d)).map(|(p, t)| (device_id(*d), p.to_string(), t)).collect::<Vec<_>>()
+                state.failures_of(&device_id(*d)).map(|(p, f)| (device_id(*d), p.to_string(), f)).collect::<Vec<_>>()
             })
             .collect();
-        let expected: Vec<(String, String, Timestamp)> =
-            expected.iter().map(|(d, p, t)| (device_id(*d), policy(*p).id, Timestamp(*t))).collect();
+        let expected: Vec<(String, String, Failure)> = expected
+            .iter()
+            .map(|(d, p, t)| {
+                (device_id(*d), policy(*p).id, Failure { since: Timestamp(*t), grace_ends: Timestamp(t + 10) })
+            })
+            .collect();
         assert_eq!(on_record, expected);
     }
     let all = batches.concat();
@@ -723,12 +729,17 @@ where
     let insert =
         format!("INSERT INTO devices (id, user_id, serial_number, body) VALUES ('mac-old', 'u', 'C02OLD', '{body}')");
     conn.execute(insert.as_str()).await.expect("old device");
+    let policy = r#"{"id":"policy-1","name":"Disk","settings":{"storage_encryption_required":true,"password":{}},"grace_period_hours":24,"updated_at":0}"#;
+    let insert = format!("INSERT INTO policies (id, body) VALUES ('policy-1', '{policy}')");
+    conn.execute(insert.as_str()).await.expect("old policy");
 }
 
 fn assert_migrated(state: &State) {
     let device = state.device("mac-old").expect("the device loads");
     assert_eq!(device.facts.file_vault, Some(FileVault::NotEncrypted));
-    assert_eq!(state.failing_of("mac-old").collect::<Vec<_>>(), vec![("policy-1", Timestamp(1234))]);
+    // policy-1 (the one the old database has) has a 24-hour grace period.
+    let failure = Failure { since: Timestamp(1234), grace_ends: Timestamp(1234 + 24 * 3600) };
+    assert_eq!(state.failures_of("mac-old").collect::<Vec<_>>(), vec![("policy-1", failure)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -193,7 +193,7 @@ fn evaluate_policies<'a>(state: &'a State, device: &'a Device, now: Timestamp, d
         let mut result =
             PolicyResult { policy: p, state: outcome.others, settings: Vec::new(), grace_period_ends: None };
         if outcome.failing {
-            let ends = failing_since(state, device, p).plus_hours(i64::from(p.grace_period_hours));
+            let ends = grace_ends(state, device, p);
             result.grace_period_ends = Some(ends);
             if now < ends {
                 // Grace covers the failing settings only: an unreported (error) setting
@@ -229,11 +229,11 @@ fn evaluate_policies<'a>(state: &'a State, device: &'a Device, now: Timestamp, d
     eval
 }
 
-/// When the grace period of `policy` started for `device`: when its failure began to count, as
-/// the write that caused it recorded (see `grace`). A failure with no record (which no write
-/// leaves behind) has no grace left: fail closed.
-fn failing_since(state: &State, device: &Device, policy: &Policy) -> Timestamp {
-    state.failing_since(&device.id, &policy.id).unwrap_or(Timestamp(0))
+/// When the grace period of `policy` ends for `device`, as the write that first saw the failure
+/// recorded it (see `grace`). A failure with no record (which no write leaves behind) has no
+/// grace left: fail closed.
+fn grace_ends(state: &State, device: &Device, policy: &Policy) -> Timestamp {
+    state.failure(&device.id, &policy.id).map_or(Timestamp(0), |f| f.grace_ends)
 }
 
 /// Does the device fail some configured setting of `settings`? (An unreported setting is an

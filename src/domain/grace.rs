@@ -7,7 +7,10 @@
 //! - a failure that continues keeps its start, whatever else is edited: a grace period that
 //!   has ended stays ended;
 //! - a Mac that stops failing (or that the policy stops applying to) loses its record, so a
-//!   later failure is a new one.
+//!   later failure is a new one; a deleted device record keeps its failures, so the Mac's next
+//!   report continues them;
+//! - a grace period's end is recorded with it: a longer grace period extends the ones still
+//!   running, a shorter one applies at once, and one that has ended stays ended.
 //!
 //! Every replica applies the same logged records; nothing here depends on when a report
 //! arrives or which replica computes a decision.
@@ -15,40 +18,45 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::compliance;
-use super::model::{Assignment, Device, Group, GroupKind, Policy, Timestamp};
+use super::model::{Assignment, Device, Failure, Group, GroupKind, Policy, Timestamp};
 use super::state::{Change, State};
 
 /// The bookkeeping changes (`PutFailing`, `DeleteFailing`) that `changes` imply when applied
 /// to `state` at `now`. A failure that a report shows starts at that report's check-in (never
-/// after `now`); one that an edit causes starts at `now`.
+/// after `now`); one that an edit causes starts at `now`. Its grace period ends the policy's
+/// grace period later.
 pub fn derive(state: &State, changes: &[Change], now: Timestamp) -> Vec<Change> {
     let after = After::new(state, changes);
     let policies = after.policies();
     let mut out = Vec::new();
     for device_id in after.affected_devices() {
         let Some(device) = after.device(device_id) else { continue };
-        let failing: BTreeMap<&str, ()> = if device.partner_verdict.is_some() {
+        let failing: BTreeMap<&str, &Policy> = if device.partner_verdict.is_some() {
             // The partner decided compliance itself: policies are not evaluated.
             BTreeMap::new()
         } else {
             policies
                 .iter()
                 .filter(|p| after.applies(&p.id, &device.user_id) && compliance::fails(&p.settings, device))
-                .map(|p| (p.id.as_str(), ()))
+                .map(|p| (p.id.as_str(), *p))
                 .collect()
         };
         let reported = after.devices.get(device_id).is_some_and(Option::is_some);
         let since = if reported { device.last_check_in.min(now) } else { now };
-        for policy_id in failing.keys() {
-            if state.failing_since(device_id, policy_id).is_none() {
+        for (policy_id, policy) in &failing {
+            let failure = match state.failure(device_id, policy_id) {
+                None => Some(Failure { since, grace_ends: since.plus_hours(grace_hours(policy)) }),
+                Some(old) => regraced(old, state.policy(policy_id), policy, now),
+            };
+            if let Some(failure) = failure {
                 out.push(Change::PutFailing {
                     device_id: device_id.to_string(),
                     policy_id: policy_id.to_string(),
-                    since,
+                    failure,
                 });
             }
         }
-        for (policy_id, _) in state.failing_of(device_id) {
+        for (policy_id, _) in state.failures_of(device_id) {
             // A deleted policy's records go with it.
             if !failing.contains_key(policy_id) && after.policy(policy_id).is_some() {
                 out.push(Change::DeleteFailing { device_id: device_id.to_string(), policy_id: policy_id.to_string() });
@@ -56,6 +64,22 @@ pub fn derive(state: &State, changes: &[Change], now: Timestamp) -> Vec<Change> 
         }
     }
     out
+}
+
+fn grace_hours(policy: &Policy) -> i64 {
+    i64::from(policy.grace_period_hours)
+}
+
+/// A continuing failure once its policy's grace period changed (`None`: no change). A shorter
+/// grace period applies at once; a longer one extends a grace period still running; one that
+/// has ended stays ended.
+fn regraced(old: Failure, before: Option<&Policy>, after: &Policy, now: Timestamp) -> Option<Failure> {
+    if before.map(grace_hours) == Some(grace_hours(after)) {
+        return None;
+    }
+    let wanted = old.since.plus_hours(grace_hours(after));
+    let grace_ends = if wanted < old.grace_ends || now < old.grace_ends { wanted } else { old.grace_ends };
+    (grace_ends != old.grace_ends).then_some(Failure { grace_ends, ..old })
 }
 
 /// The state as it will be once `changes` are applied, for the entities bookkeeping reads.

@@ -234,6 +234,16 @@ pub struct Policy {
     pub updated_at: Timestamp,
 }
 
+/// A device's failure of one policy, as the write that first saw it recorded it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// When the failure began to count.
+    pub since: Timestamp,
+    /// When its grace period ends (or ended): `since` plus the policy's grace period, moved
+    /// only by a change of the grace period while it is still running, or by a shorter one.
+    pub grace_ends: Timestamp,
+}
+
 /// A policy's targets: include and exclude groups.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Assignment {

@@ -11,7 +11,7 @@ use super::targeting::Targets;
 /// Ids are attacker-influenced, so the hasher is seeded; foldhash is fast and seeded.
 type HashMap<K, V> = std::collections::HashMap<K, V, RandomState>;
 
-use super::model::{Assignment, Connector, Device, Group, GroupKind, Policy, TenantSettings, Timestamp, User};
+use super::model::{Assignment, Connector, Device, Failure, Group, GroupKind, Policy, TenantSettings, Timestamp, User};
 
 /// One durable change. The store logs these with their revision; replicas replay them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,14 +28,15 @@ pub enum Change {
     PutAssignment(Assignment),
     PutConnector(Connector),
     PutSettings(TenantSettings),
-    /// A device fails a policy, and its failure began to count at `since`: its grace period
-    /// runs from there. Derived by the write that made it so (see `domain::grace`).
+    /// A device fails a policy: when its failure began to count and when its grace period
+    /// ends. Derived by the write that made it so (see `domain::grace`).
     PutFailing {
         device_id: String,
         policy_id: String,
-        since: Timestamp,
+        failure: Failure,
     },
-    /// The device no longer fails the policy (or it no longer applies).
+    /// The device no longer fails the policy (or it no longer applies, or the device's records
+    /// were removed with its connector).
     DeleteFailing {
         device_id: String,
         policy_id: String,
@@ -103,8 +104,10 @@ pub struct State {
     /// The connector's include and exclude groups as sets.
     connector_targets: Targets,
     settings: TenantSettings,
-    /// device id → (policy id → when its failure of that policy began to count)
-    failing: HashMap<String, BTreeMap<String, Timestamp>>,
+    /// device id → (policy id → its failure of that policy). Kept when a device record is
+    /// deleted, so that the Mac's next report continues its failures rather than starting them
+    /// afresh.
+    failing: HashMap<String, BTreeMap<String, Failure>>,
     heartbeat: Option<Timestamp>,
     slots: Slots,
     /// user group id → its members' slots
@@ -167,13 +170,13 @@ impl State {
     pub fn settings(&self) -> &TenantSettings {
         &self.settings
     }
-    /// When `device_id`'s failure of `policy_id` began to count, if it fails it.
-    pub fn failing_since(&self, device_id: &str, policy_id: &str) -> Option<Timestamp> {
+    /// `device_id`'s failure of `policy_id`, if it fails it.
+    pub fn failure(&self, device_id: &str, policy_id: &str) -> Option<Failure> {
         self.failing.get(device_id).and_then(|f| f.get(policy_id)).copied()
     }
-    /// Every policy `device_id` fails, with when its failure began to count.
-    pub fn failing_of(&self, device_id: &str) -> impl Iterator<Item = (&str, Timestamp)> {
-        self.failing.get(device_id).into_iter().flatten().map(|(p, t)| (p.as_str(), *t))
+    /// Every policy `device_id` fails, with its failure.
+    pub fn failures_of(&self, device_id: &str) -> impl Iterator<Item = (&str, Failure)> {
+        self.failing.get(device_id).into_iter().flatten().map(|(p, f)| (p.as_str(), *f))
     }
     /// Every device with a failure of `policy_id` on record.
     pub fn devices_failing(&self, policy_id: &str) -> impl Iterator<Item = &str> {
@@ -259,8 +262,6 @@ impl State {
                     touched.devices.extend(self.devices_with_serial(&old.serial_number).iter().cloned());
                     self.unindex_device(&old);
                 }
-                // Its bookkeeping goes with it (the stores delete the rows alike).
-                self.failing.remove(&id);
                 touched
             }
             Change::PutPolicy(policy) => {
@@ -293,8 +294,8 @@ impl State {
                 self.settings = s;
                 Touched { all: true, ..Touched::default() }
             }
-            Change::PutFailing { device_id, policy_id, since } => {
-                self.failing.entry(device_id.clone()).or_default().insert(policy_id, since);
+            Change::PutFailing { device_id, policy_id, failure } => {
+                self.failing.entry(device_id.clone()).or_default().insert(policy_id, failure);
                 Touched { all: false, devices: HashSet::from([device_id]) }
             }
             Change::DeleteFailing { device_id, policy_id } => {

@@ -222,7 +222,8 @@ impl Engine {
         .await
     }
 
-    /// Deletes a device record (the remedy for a duplicate registration), with its bookkeeping.
+    /// Deletes a device record (the remedy for a duplicate registration). Its failures stay on
+    /// record: the Mac's next report continues them, so deleting a record buys no grace.
     pub async fn delete_device(&self, id: &str) -> Result<u64> {
         self.write(|state, _| {
             if state.device(id).is_none() {
@@ -251,10 +252,17 @@ impl Engine {
                 if !due(state, now) {
                     return Ok(vec![]);
                 }
-                let ids: Vec<Change> =
-                    state.devices().take(REMOVAL_BATCH).map(|d| Change::DeleteDevice(d.id.clone())).collect();
-                batch = ids.len();
-                Ok(ids)
+                let mut changes = Vec::new();
+                for d in state.devices().take(REMOVAL_BATCH) {
+                    changes.push(Change::DeleteDevice(d.id.clone()));
+                    // Removed with its connector, a Mac's failures go too (a deleted record's stay).
+                    changes.extend(state.failures_of(&d.id).map(|(policy_id, _)| Change::DeleteFailing {
+                        device_id: d.id.clone(),
+                        policy_id: policy_id.to_string(),
+                    }));
+                }
+                batch = changes.iter().filter(|c| matches!(c, Change::DeleteDevice(_))).count();
+                Ok(changes)
             })
             .await?;
             removed += batch;

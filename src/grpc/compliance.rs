@@ -8,6 +8,8 @@ use tonic::{Request, Response, Status};
 use super::Handlers;
 use super::convert::{self, id};
 use crate::domain::compliance;
+use crate::domain::diagnosis::PartnerCredential;
+use crate::domain::model::ConnectorState;
 use crate::domain::{access, diagnosis, summary};
 use crate::engine::watch::Start;
 use crate::error::Error;
@@ -87,7 +89,12 @@ impl ComplianceService for Handlers {
         self.readable(&req, req.get_ref().min_revision).await?;
         let engine = &self.engine;
         let (found, revision) = engine.read(|state, now| {
-            let credential = engine.credentials().partner_credential(&state.connector().partner_app_id);
+            // A connector never enabled names no partner app: there is no credential to check.
+            let connector = state.connector();
+            let credential = match connector.state {
+                ConnectorState::NotConfigured => PartnerCredential::NotChecked,
+                _ => engine.credentials().partner_credential(&connector.partner_app_id),
+            };
             let findings = diagnosis::diagnose(state, &device_id, credential, now)?;
             Some((findings, access::decide(state, &device_id, now).allow))
         });

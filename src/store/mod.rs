@@ -62,11 +62,12 @@ pub(crate) enum Row<'a> {
     Policy(&'a str, Option<String>),
     Assignment(&'a str, Option<String>),
     Singleton(&'static str, String),
-    /// A (device, policy) failure and when it began to count; `None` deletes it.
+    /// A (device, policy) failure: when it began to count and when its grace ends (seconds);
+    /// `None` deletes it.
     Failing {
         device_id: &'a str,
         policy_id: &'a str,
-        since: Option<i64>,
+        times: Option<(i64, i64)>,
     },
 }
 
@@ -109,10 +110,10 @@ pub(crate) fn row(change: &Change) -> Result<Row<'_>> {
         Change::PutConnector(c) => Row::Singleton("connector", json(c)?),
         Change::PutSettings(s) => Row::Singleton("settings", json(s)?),
         Change::PutHeartbeat(t) => Row::Singleton("heartbeat", json(t)?),
-        Change::PutFailing { device_id, policy_id, since } => {
-            Row::Failing { device_id, policy_id, since: Some(since.0) }
+        Change::PutFailing { device_id, policy_id, failure } => {
+            Row::Failing { device_id, policy_id, times: Some((failure.since.0, failure.grace_ends.0)) }
         }
-        Change::DeleteFailing { device_id, policy_id } => Row::Failing { device_id, policy_id, since: None },
+        Change::DeleteFailing { device_id, policy_id } => Row::Failing { device_id, policy_id, times: None },
     })
 }
 

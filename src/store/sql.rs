@@ -5,12 +5,13 @@
 //! transaction begins) stays in `sqlite.rs` and `postgres.rs`.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 use futures_util::TryStreamExt;
 use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 
 use super::{Row, Snapshot, decode};
-use crate::domain::model::{Assignment, Connector, Device, Group, Policy, TenantSettings, Timestamp, User};
+use crate::domain::model::{Assignment, Connector, Device, Failure, Group, Policy, TenantSettings, Timestamp, User};
 use crate::domain::{Change, State};
 use crate::error::{Error, Result};
 
@@ -27,7 +28,6 @@ const PUT_GROUP: &str = "INSERT INTO groups (id, kind, body) VALUES ($1, $2, $3)
      ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, body = excluded.body";
 const DELETE_GROUP: &str = "DELETE FROM groups WHERE id = $1";
 const DELETE_DEVICE: &str = "DELETE FROM devices WHERE id = $1";
-const DELETE_DEVICE_FAILING: &str = "DELETE FROM failing WHERE device_id = $1";
 const DELETE_POLICY_FAILING: &str = "DELETE FROM failing WHERE policy_id = $1";
 const DELETE_FAILING: &str = "DELETE FROM failing WHERE device_id = $1 AND policy_id = $2";
 const PUT_POLICY: &str =
@@ -73,7 +73,8 @@ where
 const FAILING_TABLE: i64 = 2;
 
 /// Copies the bookkeeping that devices' JSON bodies used to carry (`"failing_since": {policy:
-/// seconds}`) into the `failing` table. (Bodies keep the old key; reading a device ignores it.)
+/// seconds}`) into the `failing` table, each grace period ending the policy's grace period
+/// after its start. (Bodies keep the old key; reading a device ignores it.)
 async fn move_failing_out_of_devices<DB>(conn: &mut DB::Connection) -> sqlx::Result<()>
 where
     DB: Database,
@@ -83,21 +84,29 @@ where
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
 {
+    let json = |body: &str| serde_json::from_str::<serde_json::Value>(body).ok();
+    let policies =
+        sqlx::query_as::<DB, (String, String)>("SELECT id, body FROM policies").fetch_all(&mut *conn).await?;
+    let grace_hours: HashMap<String, i64> = policies
+        .iter()
+        .filter_map(|(id, body)| Some((id.clone(), json(body)?.get("grace_period_hours")?.as_i64()?)))
+        .collect();
     let sql = r#"SELECT id, body FROM devices WHERE body LIKE '%"failing_since":{"%'"#;
     let devices = sqlx::query_as::<DB, (String, String)>(sql).fetch_all(&mut *conn).await?;
-    let mut records: Vec<(String, String, i64)> = Vec::new();
+    let mut records: Vec<(String, String, i64, i64)> = Vec::new();
     for (device_id, body) in devices {
-        let Ok(value) = serde_json::from_str::<serde_json::Value>(&body) else { continue };
+        let Some(value) = json(&body) else { continue };
         let Some(failing) = value.get("failing_since").and_then(|f| f.as_object()) else { continue };
         for (policy_id, since) in failing {
             if let Some(since) = since.as_i64() {
-                records.push((device_id.clone(), policy_id.clone(), since));
+                let ends = since.saturating_add(grace_hours.get(policy_id).copied().unwrap_or(0) * 3600);
+                records.push((device_id.clone(), policy_id.clone(), since, ends));
             }
         }
     }
     let rows: Vec<Row<'_>> = records
         .iter()
-        .map(|(device_id, policy_id, since)| Row::Failing { device_id, policy_id, since: Some(*since) })
+        .map(|(device_id, policy_id, since, ends)| Row::Failing { device_id, policy_id, times: Some((*since, *ends)) })
         .collect();
     tracing::info!(records = rows.len(), "moved grace-period bookkeeping out of device records");
     write_rows::<DB>(conn, &rows).await
@@ -126,10 +135,8 @@ fn statements<'a>(row: &'a Row<'a>) -> Vec<Statement<'a>> {
         Row::User(id, _) => one(DELETE_USER, vec![Text(id)]),
         Row::Group(id, kind, Some(body)) => one(PUT_GROUP, vec![Text(id), Text(kind), Text(body)]),
         Row::Group(id, _, None) => one(DELETE_GROUP, vec![Text(id)]),
-        // A deleted device takes its failures with it.
-        Row::Device { id, .. } | Row::DeleteDevice(id) => {
-            vec![(DELETE_DEVICE_FAILING.into(), vec![Text(id)]), (DELETE_DEVICE.into(), vec![Text(id)])]
-        }
+        // A deleted device keeps its failures: the Mac's next report continues them.
+        Row::Device { id, .. } | Row::DeleteDevice(id) => one(DELETE_DEVICE, vec![Text(id)]),
         Row::Policy(id, Some(body)) => one(PUT_POLICY, vec![Text(id), Text(body)]),
         // A deleted policy takes its assignment and its failures with it.
         Row::Policy(id, None) => vec![
@@ -156,9 +163,9 @@ const DEVICE_ROWS: MultiRow = (
     4,
 );
 const FAILING_ROWS: MultiRow = (
-    "failing (device_id, policy_id, since)",
-    "ON CONFLICT (device_id, policy_id) DO UPDATE SET since = excluded.since",
-    3,
+    "failing (device_id, policy_id, since, grace_ends)",
+    "ON CONFLICT (device_id, policy_id) DO UPDATE SET since = excluded.since, grace_ends = excluded.grace_ends",
+    4,
 );
 /// Rows per multi-row statement (well under both dialects' parameter limits).
 const ROWS_PER_STATEMENT: usize = 500;
@@ -182,9 +189,11 @@ fn batchable<'a>(row: &'a Row<'a>) -> Option<(MultiRow, (&'a str, &'a str), Vec<
         Row::Device { id, user_id, serial, body: Some(body) } => {
             Some((DEVICE_ROWS, (id, ""), vec![Text(id), Text(user_id), Text(serial), Text(body)]))
         }
-        Row::Failing { device_id, policy_id, since: Some(since) } => {
-            Some((FAILING_ROWS, (device_id, policy_id), vec![Text(device_id), Text(policy_id), Int(*since)]))
-        }
+        Row::Failing { device_id, policy_id, times: Some((since, ends)) } => Some((
+            FAILING_ROWS,
+            (device_id, policy_id),
+            vec![Text(device_id), Text(policy_id), Int(*since), Int(*ends)],
+        )),
         _ => None,
     }
 }
@@ -262,7 +271,7 @@ const LOAD: [(Table, &str); 6] = [
     (Table::Devices, "SELECT id, body FROM devices"),
 ];
 
-const LOAD_FAILING: &str = "SELECT device_id, policy_id, since FROM failing";
+const LOAD_FAILING: &str = "SELECT device_id, policy_id, since, grace_ends FROM failing";
 
 impl Table {
     /// The change that puts a stored row back into a state.
@@ -289,7 +298,7 @@ pub(crate) async fn load<DB>(conn: &mut DB::Connection) -> Result<Snapshot>
 where
     DB: Database,
     for<'r> (String, String): FromRow<'r, DB::Row>,
-    for<'r> (String, String, i64): FromRow<'r, DB::Row>,
+    for<'r> (String, String, i64, i64): FromRow<'r, DB::Row>,
     for<'r> (i64,): FromRow<'r, DB::Row>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
@@ -302,9 +311,10 @@ where
         }
     }
     {
-        let mut rows = sqlx::query_as::<DB, (String, String, i64)>(LOAD_FAILING).fetch(&mut *conn);
-        while let Some((device_id, policy_id, since)) = rows.try_next().await? {
-            state.apply(Change::PutFailing { device_id, policy_id, since: Timestamp(since) });
+        let mut rows = sqlx::query_as::<DB, (String, String, i64, i64)>(LOAD_FAILING).fetch(&mut *conn);
+        while let Some((device_id, policy_id, since, ends)) = rows.try_next().await? {
+            let failure = Failure { since: Timestamp(since), grace_ends: Timestamp(ends) };
+            state.apply(Change::PutFailing { device_id, policy_id, failure });
         }
     }
     let (revision,) = sqlx::query_as::<DB, (i64,)>(MAX_REVISION).fetch_one(&mut *conn).await?;
