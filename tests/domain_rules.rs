@@ -891,18 +891,54 @@ fn rule4_failures_on_record_are_kept_set_and_cleared_by_reports() {
     future.last_check_in = T0.plus_hours(4);
     write(&mut state, vec![Change::PutDevice(future)], T0.plus_hours(3));
     assert_eq!(since_of(&state, "mac-ada", "disk"), Some(T0.plus_hours(3)));
-    // The partner's own verdict: no grace bookkeeping.
+    // The partner's own verdict: policies are not evaluated, and the record waits unchanged.
     let mut verdict = failing.clone();
     verdict.last_check_in = T0.plus_hours(5);
-    verdict.partner_verdict = Some(PartnerVerdict { compliant: false, decided_at: T0 });
-    put(&mut state, verdict);
-    assert_eq!(since_of(&state, "mac-ada", "disk"), None);
+    verdict.partner_verdict = Some(PartnerVerdict { compliant: true, decided_at: T0.plus_hours(5) });
+    put(&mut state, verdict.clone());
+    assert_eq!(since_of(&state, "mac-ada", "disk"), Some(T0.plus_hours(3)));
+    // Back in inventory mode, still failing: the failure continues.
+    failing.last_check_in = T0.plus_hours(6);
+    put(&mut state, failing.clone());
+    assert_eq!(since_of(&state, "mac-ada", "disk"), Some(T0.plus_hours(3)));
     // No applicable policy: nothing fails.
     let mut other = failing;
-    other.last_check_in = T0.plus_hours(6);
+    other.last_check_in = T0.plus_hours(7);
     other.user_id = "stranger".to_string();
     put(&mut state, other);
     assert_eq!(since_of(&state, "mac-ada", "disk"), None);
+}
+
+#[test]
+fn rule12_a_mac_back_from_a_noncompliant_verdict_fails_from_the_verdicts_time() {
+    let mut state = org(&["ada"]);
+    add_policy(&mut state, policy("disk", encryption_required(), 24));
+    let mut ada = mac("mac-ada", "ada", "S");
+    ada.facts.file_vault = Some(FileVault::NotEncrypted);
+    // The partner judged it noncompliant 30 hours ago, and says so again now.
+    ada.last_check_in = T0.plus_secs(-60);
+    ada.partner_verdict = Some(PartnerVerdict { compliant: false, decided_at: T0.plus_hours(-30) });
+    put(&mut state, ada.clone());
+    ada.partner_verdict = Some(PartnerVerdict { compliant: false, decided_at: T0.plus_secs(-60) });
+    ada.last_check_in = T0.plus_secs(-30);
+    put(&mut state, ada.clone());
+    assert_eq!(codes(&decide(&state, "mac-ada", T0)), vec![ReasonCode::PartnerVerdictNoncompliant]);
+    // Back to inventory mode, failing the policy: it was already known noncompliant, so no
+    // grace period starts.
+    ada.partner_verdict = None;
+    ada.last_check_in = T0;
+    put(&mut state, ada.clone());
+    assert_eq!(since_of(&state, "mac-ada", "disk"), Some(T0.plus_secs(-60)));
+    assert_eq!(codes(&decide(&state, "mac-ada", T0)), vec![ReasonCode::Noncompliant]);
+    // From a compliant verdict, a failure is new and gets its grace period.
+    let mut bob = mac("mac-bob", "bob", "B");
+    state.apply(Change::PutUser(licensed_user("bob")));
+    state.apply(Change::PutGroup(user_group(MAC_USERS, &["ada", "bob"])));
+    bob.partner_verdict = Some(PartnerVerdict { compliant: true, decided_at: T0.plus_secs(-60) });
+    put(&mut state, bob.clone());
+    (bob.partner_verdict, bob.facts.file_vault, bob.last_check_in) = (None, Some(FileVault::NotEncrypted), T0);
+    put(&mut state, bob);
+    assert_eq!(codes(&decide(&state, "mac-bob", T0)), vec![ReasonCode::InGracePeriod]);
 }
 
 #[test]

@@ -8,7 +8,8 @@
 //!   has ended stays ended;
 //! - a Mac that stops failing (or that the policy stops applying to) loses its record, so a
 //!   later failure is a new one; a deleted device record keeps its failures, so the Mac's next
-//!   report continues them;
+//!   report continues them; so does a Mac while the partner reports verdicts for it, and one
+//!   back from a noncompliant verdict gets no grace for what it fails;
 //! - a grace period's end is recorded with it: a longer grace period extends the ones still
 //!   running, a shorter one applies at once, and one that has ended stays ended.
 //!
@@ -31,21 +32,28 @@ pub fn derive(state: &State, changes: &[Change], now: Timestamp) -> Vec<Change> 
     let mut out = Vec::new();
     for device_id in after.affected_devices() {
         let Some(device) = after.device(device_id) else { continue };
-        let failing: BTreeMap<&str, &Policy> = if device.partner_verdict.is_some() {
-            // The partner decided compliance itself: policies are not evaluated.
-            BTreeMap::new()
-        } else {
-            policies
-                .iter()
-                .filter(|p| after.applies(&p.id, &device.user_id) && compliance::fails(&p.settings, device))
-                .map(|p| (p.id.as_str(), *p))
-                .collect()
-        };
+        if device.partner_verdict.is_some() {
+            // The partner decides compliance itself: policies are not evaluated, and the
+            // failures on record wait, unchanged, for its return to inventory mode.
+            continue;
+        }
+        let failing: BTreeMap<&str, &Policy> = policies
+            .iter()
+            .filter(|p| after.applies(&p.id, &device.user_id) && compliance::fails(&p.settings, device))
+            .map(|p| (p.id.as_str(), *p))
+            .collect();
         let reported = after.devices.get(device_id).is_some_and(Option::is_some);
         let since = if reported { device.last_check_in.min(now) } else { now };
+        // Back from a noncompliant partner verdict, the Mac was already known to fail: a change
+        // of mode buys no grace.
+        let was_noncompliant = state.device(device_id).and_then(|d| d.partner_verdict).filter(|v| !v.compliant);
+        let new_failure = |policy: &Policy| match was_noncompliant {
+            Some(v) => Failure { since: since.min(v.decided_at), grace_ends: since.min(v.decided_at) },
+            None => Failure { since, grace_ends: since.plus_hours(grace_hours(policy)) },
+        };
         for (policy_id, policy) in &failing {
             let failure = match state.failure(device_id, policy_id) {
-                None => Some(Failure { since, grace_ends: since.plus_hours(grace_hours(policy)) }),
+                None => Some(new_failure(policy)),
                 Some(old) => regraced(old, state.policy(policy_id), policy, now),
             };
             if let Some(failure) = failure {
