@@ -6,8 +6,6 @@ use std::collections::{BTreeMap, HashSet};
 use foldhash::fast::RandomState;
 use serde::{Deserialize, Serialize};
 
-use super::targeting::Targets;
-
 /// Ids are attacker-influenced, so the hasher is seeded; foldhash is fast and seeded.
 type HashMap<K, V> = std::collections::HashMap<K, V, RandomState>;
 
@@ -59,6 +57,20 @@ impl Touched {
         if !self.all {
             self.devices.extend(other.devices);
         }
+    }
+}
+
+/// A targeting configuration (the connector's) as sets, so that a user's groups are checked in
+/// O(their count).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Targets {
+    pub(super) include: std::collections::HashSet<String, RandomState>,
+    pub(super) exclude: std::collections::HashSet<String, RandomState>,
+}
+
+impl Targets {
+    pub fn new(include: &[String], exclude: &[String]) -> Targets {
+        Targets { include: include.iter().cloned().collect(), exclude: exclude.iter().cloned().collect() }
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use foldhash::fast::RandomState;
 
 use super::model::GroupKind;
-use super::state::State;
+use super::state::{State, Targets};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EnrollmentTarget {
@@ -16,19 +16,6 @@ pub enum EnrollmentTarget {
     Direct,
     /// In neither.
     NotTargeted,
-}
-
-/// A targeting configuration as sets, so that a user's groups are checked in O(their count).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Targets {
-    include: HashSet<String, RandomState>,
-    exclude: HashSet<String, RandomState>,
-}
-
-impl Targets {
-    pub fn new(include: &[String], exclude: &[String]) -> Targets {
-        Targets { include: include.iter().cloned().collect(), exclude: exclude.iter().cloned().collect() }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
