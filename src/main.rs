@@ -20,9 +20,6 @@ enum Command {
     Serve(posture::config::Overrides),
     /// Write a synthetic organisation into an empty store (for load tests and benchmarks).
     Generate(GenerateArgs),
-    /// Drive CheckAccess at a fixed rate and report latency percentiles (open loop).
-    #[command(subcommand)]
-    Loadgen(posture::loadgen::Load),
     /// Print the SHA-256 digest of a secret, for a credential's `secret_sha256`.
     HashSecret {
         /// The secret.
@@ -74,49 +71,6 @@ async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn loadgen(load: posture::loadgen::Load) -> anyhow::Result<()> {
-    use posture::loadgen::{self, Load, percentile};
-    match load {
-        Load::Check(args) => {
-            let rate = args.rate;
-            let r = loadgen::run(args).await?;
-            println!(
-                "rate={rate}/s sent={} ok={} errors={} achieved={:.0}/s p50={}us p99={}us p99.9={}us max={}us",
-                r.sent,
-                r.ok,
-                r.errors,
-                r.ok as f64 / r.elapsed.as_secs_f64(),
-                r.percentile(50.0),
-                r.percentile(99.0),
-                r.percentile(99.9),
-                r.latencies_us.last().copied().unwrap_or(0)
-            );
-        }
-        Load::Ingest(args) => {
-            let (batch, concurrency) = (args.batch, args.concurrency);
-            let (stored, batches, elapsed, l) = loadgen::ingest(args).await?;
-            println!(
-                "batch={batch} concurrency={concurrency} reports={stored} batches={batches} reports_per_s={:.0} \
-                 batch_p50={}us batch_p99={}us",
-                stored as f64 / elapsed.as_secs_f64(),
-                percentile(&l, 50.0),
-                percentile(&l, 99.0)
-            );
-        }
-        Load::Lag(args) => {
-            let l = loadgen::lag(args).await?;
-            println!(
-                "writes={} lag_p50={}us lag_p99={}us lag_max={}us",
-                l.len(),
-                percentile(&l, 50.0),
-                percentile(&l, 99.0),
-                l.last().copied().unwrap_or(0)
-            );
-        }
-    }
-    Ok(())
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -131,7 +85,6 @@ async fn main() -> anyhow::Result<()> {
             posture::server::serve(config, listener, shutdown_signal()).await
         }
         Command::Generate(args) => generate(args).await,
-        Command::Loadgen(load) => loadgen(load).await,
         Command::HashSecret { secret } => {
             println!("{}", posture::auth::sha256_hex(&secret));
             Ok(())

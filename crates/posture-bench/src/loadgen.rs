@@ -1,4 +1,4 @@
-//! `posture loadgen`: load generators for the benchmarks.
+//! `posture-bench loadgen`: load generators for the benchmarks.
 //! - `check`: open-loop CheckAccess. Requests are sent at a fixed rate whatever the server
 //!   does, and each latency is measured from the instant the request was *due*, so a stalled
 //!   server shows up in the tail (no coordinated omission).
@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::proto::{
+use posture::proto::{
     self as pb, CheckAccessRequest, compliance_service_client::ComplianceServiceClient,
     inventory_service_client::InventoryServiceClient,
 };
@@ -79,12 +79,12 @@ fn bearer<T>(mut req: tonic::Request<T>, token: &Option<String>) -> anyhow::Resu
 fn report(i: usize, users: usize, now: i64, variant: u64) -> pb::DeviceReport {
     let at = Some(prost_types::Timestamp { seconds: now, nanos: 0 });
     pb::DeviceReport {
-        device_id: crate::synthetic::device_id(i),
+        device_id: posture::synthetic::device_id(i),
         partner_device_id: format!("jamf-{i}"),
         serial_number: format!("C02{i:09}"),
         name: format!("Mac {i}"),
         model: "MacBookPro18,3".into(),
-        user_id: crate::synthetic::user_id(i % users.max(1)),
+        user_id: posture::synthetic::user_id(i % users.max(1)),
         os_version: "14.2.1".into(),
         os_build: format!("23C{}", 71 + variant % 1000),
         registration: pb::Registration::Partner as i32,
@@ -101,8 +101,8 @@ fn report(i: usize, users: usize, now: i64, variant: u64) -> pb::DeviceReport {
 }
 
 fn now_secs() -> i64 {
-    use crate::clock::Clock;
-    crate::clock::SystemClock.now().0
+    use posture::clock::Clock;
+    posture::clock::SystemClock.now().0
 }
 
 /// Sends batches until the duration is up; returns (reports stored, batches, elapsed, sorted batch latencies in µs).
@@ -162,8 +162,8 @@ pub async fn lag(args: LagArgs) -> anyhow::Result<Vec<u64>> {
         let revision = revision.into_inner().revision;
         loop {
             let req = CheckAccessRequest {
-                user_id: crate::synthetic::user_id(i % 100),
-                device_id: crate::synthetic::device_id(i % 100),
+                user_id: posture::synthetic::user_id(i % 100),
+                device_id: posture::synthetic::device_id(i % 100),
                 min_revision: 0,
             };
             let r = reader.check_access(bearer(tonic::Request::new(req), &args.gateway_token)?).await?;
@@ -242,7 +242,7 @@ pub struct LoadArgs {
     /// HTTP/2 connections to spread the requests over
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
-    /// Devices to cycle through: mac-0000000 … (as made by `posture generate`)
+    /// Devices to cycle through: mac-0000000 … (as made by `posture-bench generate`)
     #[arg(long, default_value_t = 10_000)]
     pub devices: usize,
     /// Users in the generated organisation (device i belongs to user i mod users)
@@ -284,8 +284,8 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<LoadReport> {
     let request = |n: usize| -> tonic::Request<CheckAccessRequest> {
         let i = (n * 7919) % args.devices;
         let mut req = tonic::Request::new(CheckAccessRequest {
-            user_id: crate::synthetic::user_id(i % args.users),
-            device_id: crate::synthetic::device_id(i),
+            user_id: posture::synthetic::user_id(i % args.users),
+            device_id: posture::synthetic::device_id(i),
             min_revision: 0,
         });
         if let Some(a) = &auth {

@@ -1,6 +1,6 @@
 //! The decision path, in process. Each benchmark states its inputs.
 //!
-//!   cargo bench --bench decisions
+//!   cargo bench -p posture-bench --bench decisions
 
 use std::hint::black_box;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! The same macOS compliance check in three engines, in one run: posture, Cedar and Rego
 //! (regorus).
 //!
-//!   cargo bench --bench compare
+//!   cargo bench -p posture-bench --bench compare
 //!
 //! Inputs: `synthetic::state(Spec { users: 100, devices: 100, groups: 10, .. })`, i.e. 10
 //! policies from `synthetic::full_policy` (each configures all 19 macOS settings: min/max OS

@@ -1,0 +1,4 @@
+//! Tools around posture, kept out of the product: synthetic organisations, load generators
+//! and the criterion benchmarks (`benches/`).
+
+pub mod loadgen;
