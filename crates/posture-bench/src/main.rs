@@ -1,7 +1,9 @@
-//! The `posture-bench` command: load generators for a running posture.
+//! The `posture-bench` command: synthetic organisations and load generators for posture.
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use posture_bench::loadgen::{self, Load, percentile};
+use posture_bench::synthetic::{MAX_USERS, Spec};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -13,9 +15,52 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Write a synthetic organisation into an empty store (for load tests and benchmarks).
+    Generate(GenerateArgs),
     /// Load a running server: CheckAccess (open loop), ingest, replica lag.
     #[command(subcommand)]
     Loadgen(Load),
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    target: posture::config::Overrides,
+    #[arg(long, default_value_t = 10_000)]
+    users: usize,
+    #[arg(long, default_value_t = 10_000)]
+    devices: usize,
+    #[arg(long, default_value_t = 1_000)]
+    groups: usize,
+    /// User groups each user is in (besides all-users)
+    #[arg(long, default_value_t = 5)]
+    groups_per_user: usize,
+    /// Policies, each configuring every setting and assigned to all-users
+    #[arg(long, default_value_t = 10)]
+    policies: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+/// Writes through posture's own validation and engine, so a store it fills is as valid as any.
+async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.users <= MAX_USERS, "--users: at most {MAX_USERS}, the most members a group can have");
+    let config = posture::config::Config::load(args.target)?;
+    let store = posture::store::open(&config.store).await?;
+    let spec = Spec {
+        users: args.users,
+        devices: args.devices,
+        groups: args.groups,
+        groups_per_user: args.groups_per_user,
+        policies: args.policies,
+        seed: args.seed,
+    };
+    let started = std::time::Instant::now();
+    let revision = posture_bench::load::generate(store, config.cache_capacity, spec)
+        .await
+        .with_context(|| format!("generating into {}", config.store))?;
+    tracing::info!(store = %config.store, ?spec, revision, elapsed = ?started.elapsed(), "generated");
+    Ok(())
 }
 
 /// One line per run; the load scripts parse these.
@@ -67,6 +112,7 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
     match Cli::parse().command {
+        Command::Generate(args) => generate(args).await,
         Command::Loadgen(load) => loadgen(load).await,
     }
 }
