@@ -32,11 +32,14 @@ pub async fn generate(store: Arc<dyn Store>, cache_capacity: u64, spec: Spec) ->
     write(&engine, spec).await
 }
 
-/// `spec`'s organisation in an in-memory engine, for the benchmarks.
-pub async fn in_memory(spec: Spec) -> anyhow::Result<Engine> {
-    let engine = open(Arc::new(MemoryStore::default()), 100_000).await?;
-    write(&engine, spec).await?;
-    Ok(engine)
+/// `spec`'s organisation in an in-memory engine, for the benchmarks. Runs its own runtime, so
+/// call it outside one.
+pub fn in_memory(spec: Spec) -> anyhow::Result<Engine> {
+    tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
+        let engine = open(Arc::new(MemoryStore::default()), 100_000).await?;
+        write(&engine, spec).await?;
+        Ok(engine)
+    })
 }
 
 /// Runs `f` on the engine's state at the engine's now.
