@@ -12,4 +12,3 @@ pub mod grpc;
 pub mod proto;
 pub mod server;
 pub mod store;
-pub mod synthetic;

@@ -15,13 +15,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use posture::domain::model::{
-    Assignment, Connector, Device, Group, GroupKind, NoPolicyTreatment, Policy, TenantSettings, User,
+    Assignment, Connector, ConnectorState, Device, Gatekeeper, Group, GroupKind, NoPolicyTreatment, PasswordFacts,
+    PasswordRules, PasswordType, Policy, PolicySettings, TenantSettings, ThreatLevel, User,
 };
 use posture::domain::{Change, State, Timestamp};
 use posture::store::postgres::{PostgresOptions, PostgresStore};
 use posture::store::sqlite::SqliteStore;
 use posture::store::{Store, memory::MemoryStore};
-use posture::synthetic;
 use sqlx::Connection;
 use tempfile::TempDir;
 use tokio::sync::mpsc::Receiver;
@@ -176,13 +176,50 @@ conformance!(
 
 const NOW: Timestamp = Timestamp(1_800_000_000);
 
+fn user_id(i: usize) -> String {
+    format!("user-{i:02}")
+}
+fn device_id(i: usize) -> String {
+    format!("mac-{i:02}")
+}
+fn group_id(i: usize) -> String {
+    format!("group-{i}")
+}
+
 /// A small organisation (users, groups, policies with assignments, the connector, devices)
-/// as the batches of changes `synthetic` yields.
+/// in eight batches.
 fn organisation() -> Vec<Vec<Change>> {
-    let spec =
-        synthetic::Spec { users: 12, devices: 20, groups: 4, groups_per_user: 2, policies: 3, seed: 7, now: NOW };
-    let mut batches = Vec::new();
-    synthetic::organisation(spec, |changes| batches.push(changes), 8);
+    let users: Vec<Change> =
+        (0..12).map(|i| Change::PutUser(User { premium_identity_licence: i % 5 != 0, ..user(&user_id(i)) })).collect();
+    let groups = (0..4)
+        .map(|g| {
+            Change::PutGroup(Group {
+                members: (0..12).filter(|u| u % 4 != g).map(user_id).collect(),
+                ..group(&group_id(g), &[])
+            })
+        })
+        .collect();
+    let policies = (0..3)
+        .flat_map(|p| {
+            let policy = full_policy(p);
+            let a = assignment(&policy.id, &[&group_id(p), &group_id(3)]);
+            [Change::PutPolicy(policy), Change::PutAssignment(a)]
+        })
+        .collect();
+    let connector = Connector {
+        state: ConnectorState::Enabled,
+        partner_app_id: "jamf-test".into(),
+        partner_version: Some("11.4.0".parse().unwrap()),
+        include_group_ids: vec![group_id(0), group_id(1)],
+        exclude_group_ids: vec![group_id(2)],
+        enabled_at: Some(NOW.plus_days(-60)),
+        terminated_at: None,
+        removal_at: None,
+    };
+    let devices: Vec<Change> = (0..20).map(|i| Change::PutDevice(device(i, i % 12))).collect();
+    let mut batches =
+        vec![users[..8].to_vec(), users[8..].to_vec(), groups, policies, vec![Change::PutConnector(connector)]];
+    batches.extend(devices.chunks(8).map(<[Change]>::to_vec));
     batches
 }
 
@@ -195,8 +232,54 @@ fn user(id: &str) -> User {
     }
 }
 
+/// A Mac reporting every fact, so that every field goes through the store.
 fn device(i: usize, user: usize) -> Device {
-    synthetic::mac(i, user, 7, NOW)
+    let mut d = posture::demo::healthy_mac(&device_id(i), &user_id(user), &format!("C02{i:09}"), NOW);
+    d.facts.password = PasswordFacts {
+        required: Some(true),
+        simple_blocked: Some(true),
+        min_length: Some(12),
+        kind: Some(PasswordType::Alphanumeric),
+        min_character_sets: Some(3),
+        minutes_of_inactivity_before_lock: Some(5),
+        expiry_days: Some(90),
+        previous_passwords_blocked: Some(10),
+    };
+    d.facts.threat_level = Some(ThreatLevel::Secured);
+    d
+}
+
+/// A policy configuring every setting, so that every field goes through the store.
+fn full_policy(i: usize) -> Policy {
+    Policy {
+        id: format!("policy-{i}"),
+        name: format!("Full policy {i}"),
+        settings: PolicySettings {
+            os_minimum_version: Some("13.0".parse().unwrap()),
+            os_maximum_version: Some("15.9".parse().unwrap()),
+            os_minimum_build: Some("22A380".parse().unwrap()),
+            os_maximum_build: Some("24Z999".parse().unwrap()),
+            system_integrity_protection_required: Some(true),
+            storage_encryption_required: Some(true),
+            firewall_enabled: Some(true),
+            firewall_block_all_incoming: Some(true),
+            firewall_stealth_mode: Some(true),
+            gatekeeper_minimum: Some(Gatekeeper::AppStoreAndIdentifiedDevelopers),
+            password: PasswordRules {
+                required: Some(true),
+                block_simple: Some(true),
+                min_length: Some(8),
+                kind: Some(PasswordType::Alphanumeric),
+                min_character_sets: Some(2),
+                max_minutes_of_inactivity_before_lock: Some(15),
+                max_expiry_days: Some(365),
+                min_previous_passwords_blocked: Some(5),
+            },
+            max_threat_level: Some(ThreatLevel::Low),
+        },
+        grace_period_hours: 24 * i as u32,
+        updated_at: NOW.plus_days(-30),
+    }
 }
 
 fn group(id: &str, members: &[&str]) -> Group {
@@ -349,8 +432,8 @@ async fn load_reproduces_the_applied_state(store: Arc<dyn Store>, _db: Arc<Db>) 
     batches.push(vec![Change::PutSettings(settings())]);
     // Rewrites of entities already stored, and a device moving to another user and serial.
     batches.push(vec![
-        Change::PutUser(User { premium_identity_licence: true, ..user(&synthetic::user_id(3)) }),
-        Change::PutGroup(group(&synthetic::group_id(1), &[&synthetic::user_id(0), &synthetic::user_id(5)])),
+        Change::PutUser(User { premium_identity_licence: true, ..user(&user_id(3)) }),
+        Change::PutGroup(group(&group_id(1), &[&user_id(0), &user_id(5)])),
         Change::PutDevice(Device { serial_number: "MOVED-SERIAL".into(), ..device(4, 9) }),
     ]);
     let revisions = commit_all(&*store, &batches).await;
@@ -368,8 +451,8 @@ async fn load_reproduces_the_applied_state(store: Arc<dyn Store>, _db: Arc<Db>) 
 }
 
 async fn deletes_persist(store: Arc<dyn Store>, _db: Arc<Db>) {
-    let policy = synthetic::full_policy(1, NOW);
-    let kept_policy = synthetic::full_policy(2, NOW);
+    let policy = full_policy(1);
+    let kept_policy = full_policy(2);
     let puts = vec![
         Change::PutUser(user("alice")),
         Change::PutUser(user("bob")),
@@ -418,7 +501,7 @@ async fn deletes_persist(store: Arc<dyn Store>, _db: Arc<Db>) {
 async fn changes_since_returns_later_revisions_in_order(store: Arc<dyn Store>, _db: Arc<Db>) {
     let mut batches = organisation();
     batches.truncate(6);
-    batches.push(vec![Change::DeleteUser(synthetic::user_id(0)), Change::PutSettings(settings())]);
+    batches.push(vec![Change::DeleteUser(user_id(0)), Change::PutSettings(settings())]);
     batches.push(vec![]);
     let n = batches.len() as u64;
     commit_all(&*store, &batches).await;
@@ -453,7 +536,7 @@ async fn reopened_store_keeps_everything(store: Arc<dyn Store>, db: Arc<Db>) {
         return;
     }
     let mut batches = organisation();
-    batches.push(vec![Change::PutSettings(settings()), Change::DeleteDevice(synthetic::device_id(3))]);
+    batches.push(vec![Change::PutSettings(settings()), Change::DeleteDevice(device_id(3))]);
     commit_all(&*store, &batches).await;
     let before = store.load().await.expect("load");
     let log = store.changes_since(0, 1000).await.expect("log");
