@@ -35,7 +35,7 @@ pub async fn generate(store: Arc<dyn Store>, cache_capacity: u64, spec: Spec) ->
 /// `spec`'s organisation in an in-memory engine, for the benchmarks. Runs its own runtime, so
 /// call it outside one.
 pub fn in_memory(spec: Spec) -> anyhow::Result<Engine> {
-    tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
         let engine = open(Arc::new(MemoryStore::default()), 100_000).await?;
         write(&engine, spec).await?;
         Ok(engine)
@@ -94,7 +94,11 @@ async fn send(engine: &Engine, write: Write) -> anyhow::Result<u64> {
         }
         Write::ReportInventory(r) => {
             let n = r.devices.len();
-            anyhow::ensure!((1..=convert::MAX_BATCH).contains(&n), "devices: {n} reports; send 1 to 1000");
+            anyhow::ensure!(
+                (1..=convert::MAX_BATCH).contains(&n),
+                "devices: {n} reports; send 1 to {}",
+                convert::MAX_BATCH
+            );
             let items = r.devices.iter().enumerate();
             let items = items.map(|(i, d)| (d.device_id.clone(), convert::device_report(&format!("devices[{i}]."), d)));
             let outcome = engine.report_inventory(None, items.collect()).await?;
