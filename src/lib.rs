@@ -9,8 +9,6 @@ pub mod domain;
 pub mod engine;
 pub mod error;
 pub mod grpc;
-pub mod loadgen;
 pub mod proto;
 pub mod server;
 pub mod store;
-pub mod synthetic;

@@ -234,9 +234,13 @@ fn rule1_only_user_groups_count_for_enrollment() {
     let mut state = rule1_org();
     // A device group listing a user id (a mistake) neither includes nor excludes that user.
     state.apply(Change::PutGroup(device_group("odd-devices", &["cara", "bob"])));
-    let e = targeting::resolve(&state, "cara", &targeting::Targets::new(&ids(&["odd-devices"]), &[]));
+    let e = targeting::resolve(&state, "cara", &posture::domain::state::Targets::new(&ids(&["odd-devices"]), &[]));
     assert_eq!(e.target, EnrollmentTarget::NotTargeted);
-    let e = targeting::resolve(&state, "bob", &targeting::Targets::new(&ids(&["mac-users"]), &ids(&["odd-devices"])));
+    let e = targeting::resolve(
+        &state,
+        "bob",
+        &posture::domain::state::Targets::new(&ids(&["mac-users"]), &ids(&["odd-devices"])),
+    );
     assert_eq!(e.target, EnrollmentTarget::Partner);
     assert!(e.exclude_group_ids.is_empty());
 }

@@ -20,8 +20,9 @@ PORT=${PORT:-50561}
 SECRET=load-gateway
 
 command -v h2load >/dev/null || { echo "installing h2load (nghttp2-client)"; apt-get install -y nghttp2-client >/dev/null; }
-cargo build --release --quiet
+cargo build --release --quiet --workspace
 BIN=target/release/posture
+BENCH=target/release/posture-bench
 WORK=$(mktemp -d)
 SERVER=
 cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
@@ -30,7 +31,7 @@ trap cleanup EXIT
 echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr)"
 echo "== generating $DEVICES devices, $USERS users, $GROUP_COUNT groups"
 /usr/bin/time -f "generate: %e s, %M KiB max RSS" \
-  $BIN generate --data-dir "$WORK/data" --devices "$DEVICES" --users "$USERS" --groups "$GROUP_COUNT" 2>&1 | grep -v INFO
+  $BENCH generate --data-dir "$WORK/data" --devices "$DEVICES" --users "$USERS" --groups "$GROUP_COUNT" 2>&1 | grep -v INFO
 
 cat > "$WORK/posture.toml" <<TOML
 [[credentials]]
@@ -76,14 +77,14 @@ echo "RESULT check_access_denied_rps=$denied ratio=$(awk "BEGIN{printf \"%.3f\",
 # The open loop uses posture's own tonic client, which shares the 2 cores with the server, so
 # its rates are fractions of the peak *this client* reaches (closed loop), measured here.
 echo "== closed loop (tonic client, 64 callers, ${OPEN_SECONDS}s): this client's peak"
-peak_line=$($BIN loadgen check --target "http://127.0.0.1:$PORT" --rate 0 --concurrency 64 --duration "$OPEN_SECONDS" \
+peak_line=$($BENCH loadgen check --target "http://127.0.0.1:$PORT" --rate 0 --concurrency 64 --duration "$OPEN_SECONDS" \
   --devices "$DEVICES" --users "$USERS" --token "$SECRET" --connections 4)
 echo "$peak_line"
 peak=$(echo "$peak_line" | sed -n 's/.*achieved=\([0-9]*\).*/\1/p')
 for pct in 50 80; do
   rate=$(awk "BEGIN{printf \"%d\", $peak * $pct / 100}")
   echo "== open loop at $pct% of the client's peak ($rate/s for ${OPEN_SECONDS}s)"
-  $BIN loadgen check --target "http://127.0.0.1:$PORT" --rate "$rate" --duration "$OPEN_SECONDS" \
+  $BENCH loadgen check --target "http://127.0.0.1:$PORT" --rate "$rate" --duration "$OPEN_SECONDS" \
     --devices "$DEVICES" --users "$USERS" --token "$SECRET" --connections 4
 done
 echo "== resident at the end: $(rss_mib $SERVER) MiB"

@@ -15,8 +15,9 @@ GROUP_COUNT=${GROUP_COUNT:-100000}
 INGEST_SECONDS=${INGEST_SECONDS:-15}
 PORT=${PORT:-50591}
 
-cargo build --release --quiet
+cargo build --release --quiet --workspace
 BIN=target/release/posture
+BENCH=target/release/posture-bench
 WORK=$(mktemp -d)
 SERVER=
 cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
@@ -26,11 +27,11 @@ measure() { # $1 label, $2 store URL
   local label=$1 store=$2
   echo "== [$label] generating $DEVICES devices, $USERS users, $GROUP_COUNT groups"
   /usr/bin/time -f "[$label] generate: %e s, %M KiB max RSS" \
-    $BIN generate --store "$store" --devices "$DEVICES" --users "$USERS" --groups "$GROUP_COUNT" 2>&1 | grep -v INFO
+    $BENCH generate --store "$store" --devices "$DEVICES" --users "$USERS" --groups "$GROUP_COUNT" 2>&1 | grep -v INFO
   start_server "$WORK/server.log" --listen 127.0.0.1:$PORT --store "$store"
   echo "RESULT [$label] startup_s=$STARTUP_S rss_mib=$RSS_MIB"
   echo "== [$label] ingest: batches of 1000 for ${INGEST_SECONDS}s"
-  $BIN loadgen ingest --target "http://127.0.0.1:$PORT" --duration "$INGEST_SECONDS" \
+  $BENCH loadgen ingest --target "http://127.0.0.1:$PORT" --duration "$INGEST_SECONDS" \
     --devices "$DEVICES" --users "$USERS" --batch 1000 --concurrency 4 | sed "s/^/RESULT [$label] /"
   echo "RESULT [$label] rss_after_ingest_mib=$(rss_mib $SERVER)"
   kill $SERVER; wait $SERVER 2>/dev/null || true; SERVER=

@@ -1,12 +1,14 @@
 //! The same macOS compliance check in three engines, in one run: posture, Cedar and Rego
 //! (regorus).
 //!
-//!   cargo bench --bench compare
+//!   cargo bench -p posture-bench --bench compare
 //!
-//! Inputs: `synthetic::state(Spec { users: 100, devices: 100, groups: 10, .. })`, i.e. 10
-//! policies from `synthetic::full_policy` (each configures all 19 macOS settings: min/max OS
-//! version, min/max build, SIP, FileVault, firewall + block-all + stealth, Gatekeeper minimum,
-//! 8 password rules, max threat level), all assigned to every user. Two Macs of that state:
+//! Inputs: `Spec { users: 100, devices: 100, groups: 10, .. }` written through posture's
+//! validated writes into an in-memory engine (`load::in_memory`), i.e. 10 policies from
+//! `synthetic::full_policy` (each configures all 19 macOS settings: min/max OS version, min/max
+//! build, SIP, FileVault, firewall + block-all + stealth, Gatekeeper minimum, 8 password
+//! rules, max threat level), all assigned to every user; the benchmarks run on the engine's
+//! state (`load::read`). Two Macs of that state:
 //! one posture allows (compliant), one it denies for noncompliance only (FileVault on the boot
 //! volume only). The Cedar policies and the Rego data are generated from those same 10
 //! `PolicySettings`, and the Cedar context / Rego input from those same `Device`s, by the
@@ -44,13 +46,13 @@ use std::hint::black_box;
 
 use cedar_policy::{Authorizer, Context, Decision, Entities, EntityUid, PolicySet, Request};
 use criterion::{Criterion, criterion_group, criterion_main};
-use posture::clock::{Clock, SystemClock};
 use posture::domain::access::{self, ReasonCode};
 use posture::domain::compliance::ComplianceState;
 use posture::domain::model::{Device, FileVault, PasswordType, Policy, Sip};
 use posture::domain::version::{OsBuild, OsVersion};
 use posture::domain::{State, Timestamp};
-use posture::synthetic::{self, Spec};
+use posture_bench::load;
+use posture_bench::synthetic::{self, Spec};
 use serde_json::{Map, Value, json};
 
 /// a.b.c as a*1_000_000 + b*1_000 + c.
@@ -367,15 +369,19 @@ impl Case {
 }
 
 fn compare(c: &mut Criterion) {
-    let now = SystemClock.now();
-    let state = synthetic::state(Spec { users: 100, devices: 100, groups: 10, now, ..Default::default() });
+    let spec = Spec { users: 100, devices: 100, groups: 10, ..Default::default() };
+    let engine = load::in_memory(spec).expect("the organisation loads");
+    load::read(&engine, |state, now| compare_on(c, state, now));
+}
+
+fn compare_on(c: &mut Criterion, state: &State, now: Timestamp) {
     let mut policies: Vec<Policy> = state.policies().cloned().collect();
     policies.sort_by(|a, b| a.id.cmp(&b.id));
     assert_eq!(policies.len(), 10);
 
     // A Mac posture allows because it meets every policy, and one it denies for noncompliance
     // alone (no other gate denies it).
-    let decide = |i: usize| access::decide(&state, &synthetic::device_id(i), now);
+    let decide = |i: usize| access::decide(state, &synthetic::device_id(i), now);
     let compliant = (0..100)
         .find(|i| {
             let d = decide(*i);
@@ -403,10 +409,10 @@ fn compare(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("compare");
     for (name, device_id, allow) in [("compliant", &compliant, true), ("noncompliant", &noncompliant, false)] {
-        let mut case = Case::new(&state, device_id, &rego_data);
-        case.assert_verdicts(&state, now, &cedar, allow);
+        let mut case = Case::new(state, device_id, &rego_data);
+        case.assert_verdicts(state, now, &cedar, allow);
         group.bench_function(format!("posture_{name}"), |b| {
-            b.iter(|| access::decide(black_box(&state), black_box(&case.device_id), now))
+            b.iter(|| access::decide(black_box(state), black_box(&case.device_id), now))
         });
         group.bench_function(format!("cedar_{name}"), |b| {
             b.iter(|| authorizer.is_authorized(black_box(&case.cedar_request), black_box(&cedar), &entities))
@@ -416,7 +422,7 @@ fn compare(c: &mut Criterion) {
             b.iter(|| case.rego.eval_rule(black_box(rule.clone())).expect("the Rego rule evaluates"))
         });
         // The engines still agree after the timed runs.
-        case.assert_verdicts(&state, now, &cedar, allow);
+        case.assert_verdicts(state, now, &cedar, allow);
     }
     group.finish();
 }

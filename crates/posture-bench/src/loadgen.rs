@@ -1,4 +1,4 @@
-//! `posture loadgen`: load generators for the benchmarks.
+//! `posture-bench loadgen`: load generators for the benchmarks.
 //! - `check`: open-loop CheckAccess. Requests are sent at a fixed rate whatever the server
 //!   does, and each latency is measured from the instant the request was *due*, so a stalled
 //!   server shows up in the tail (no coordinated omission).
@@ -7,14 +7,15 @@
 
 use std::time::{Duration, Instant};
 
+use posture::proto::{
+    self as pb, CheckAccessRequest, compliance_service_client::ComplianceServiceClient,
+    inventory_service_client::InventoryServiceClient,
+};
 use tokio::sync::mpsc;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::proto::{
-    self as pb, CheckAccessRequest, compliance_service_client::ComplianceServiceClient,
-    inventory_service_client::InventoryServiceClient,
-};
+use crate::synthetic;
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Load {
@@ -77,32 +78,15 @@ fn bearer<T>(mut req: tonic::Request<T>, token: &Option<String>) -> anyhow::Resu
 
 /// A healthy partner-registered Mac's report, checked in now, with a varying OS build.
 fn report(i: usize, users: usize, now: i64, variant: u64) -> pb::DeviceReport {
-    let at = Some(prost_types::Timestamp { seconds: now, nanos: 0 });
     pb::DeviceReport {
-        device_id: crate::synthetic::device_id(i),
-        partner_device_id: format!("jamf-{i}"),
-        serial_number: format!("C02{i:09}"),
-        name: format!("Mac {i}"),
-        model: "MacBookPro18,3".into(),
-        user_id: crate::synthetic::user_id(i % users.max(1)),
-        os_version: "14.2.1".into(),
         os_build: format!("23C{}", 71 + variant % 1000),
-        registration: pb::Registration::Partner as i32,
-        last_check_in: at,
-        last_token_renewal: at,
-        system_integrity_protection: pb::SipState::Enabled as i32,
-        file_vault: pb::FileVaultState::AllEncrypted as i32,
-        gatekeeper: pb::GatekeeperState::AppStore as i32,
-        firewall_enabled: Some(true),
-        firewall_block_all_incoming: Some(true),
-        firewall_stealth_mode: Some(true),
-        ..Default::default()
+        ..synthetic::healthy_mac(i, i % users.max(1), now)
     }
 }
 
 fn now_secs() -> i64 {
-    use crate::clock::Clock;
-    crate::clock::SystemClock.now().0
+    use posture::clock::Clock;
+    posture::clock::SystemClock.now().0
 }
 
 /// Sends batches until the duration is up; returns (reports stored, batches, elapsed, sorted batch latencies in µs).
@@ -162,8 +146,8 @@ pub async fn lag(args: LagArgs) -> anyhow::Result<Vec<u64>> {
         let revision = revision.into_inner().revision;
         loop {
             let req = CheckAccessRequest {
-                user_id: crate::synthetic::user_id(i % 100),
-                device_id: crate::synthetic::device_id(i % 100),
+                user_id: synthetic::user_id(i % 100),
+                device_id: synthetic::device_id(i % 100),
                 min_revision: 0,
             };
             let r = reader.check_access(bearer(tonic::Request::new(req), &args.gateway_token)?).await?;
@@ -242,7 +226,7 @@ pub struct LoadArgs {
     /// HTTP/2 connections to spread the requests over
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
-    /// Devices to cycle through: mac-0000000 … (as made by `posture generate`)
+    /// Devices to cycle through: mac-0000000 … (as made by `posture-bench generate`)
     #[arg(long, default_value_t = 10_000)]
     pub devices: usize,
     /// Users in the generated organisation (device i belongs to user i mod users)
@@ -284,8 +268,8 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<LoadReport> {
     let request = |n: usize| -> tonic::Request<CheckAccessRequest> {
         let i = (n * 7919) % args.devices;
         let mut req = tonic::Request::new(CheckAccessRequest {
-            user_id: crate::synthetic::user_id(i % args.users),
-            device_id: crate::synthetic::device_id(i),
+            user_id: synthetic::user_id(i % args.users),
+            device_id: synthetic::device_id(i),
             min_revision: 0,
         });
         if let Some(a) = &auth {

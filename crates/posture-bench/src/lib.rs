@@ -1,0 +1,6 @@
+//! Tools around posture, kept out of the product: synthetic organisations, load generators
+//! and the criterion benchmarks (`benches/`).
+
+pub mod load;
+pub mod loadgen;
+pub mod synthetic;
