@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tonic::{Request, Status};
+use tonic::Request;
 
 use crate::domain::diagnosis::PartnerCredential;
+use crate::error::Error;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -92,15 +93,27 @@ impl Credentials {
         }
     }
 
-    fn authenticate(&self, header: Option<&str>) -> Result<Caller, Status> {
+    fn authenticate(&self, header: Option<&str>) -> Result<Caller, Error> {
         let header = header.ok_or_else(|| {
-            Status::unauthenticated("missing authorization metadata: send \"authorization: Bearer <secret>\"")
+            Error::Unauthenticated("missing authorization metadata: send \"authorization: Bearer <secret>\"".into())
         })?;
         let secret = header
             .strip_prefix("Bearer ")
-            .ok_or_else(|| Status::unauthenticated("authorization must be \"Bearer <secret>\""))?;
+            .ok_or_else(|| Error::Unauthenticated("authorization must be \"Bearer <secret>\"".into()))?;
         let digest: [u8; 32] = Sha256::digest(secret.trim().as_bytes()).into();
-        self.by_digest.get(&digest).cloned().ok_or_else(|| Status::unauthenticated("unknown or revoked secret"))
+        self.by_digest.get(&digest).cloned().ok_or_else(|| Error::Unauthenticated("unknown or revoked secret".into()))
+    }
+
+    /// The caller behind `header`, if its role may call `service`.
+    fn admit(&self, header: Option<&str>, service: &str, roles: &[Role]) -> Result<Caller, Error> {
+        let caller = self.authenticate(header)?;
+        if !roles.contains(&caller.role) {
+            return Err(Error::PermissionDenied(format!(
+                "credential {} has the {:?} role, which may not call {service}",
+                caller.id, caller.role
+            )));
+        }
+        Ok(caller)
     }
 }
 
@@ -126,13 +139,7 @@ pub fn require(
             return Ok(req);
         }
         let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        let caller = credentials.authenticate(header)?;
-        if !roles.contains(&caller.role) {
-            return Err(Status::permission_denied(format!(
-                "credential {} has the {:?} role, which may not call {service}",
-                caller.id, caller.role
-            )));
-        }
+        let caller = credentials.admit(header, service, roles)?;
         req.extensions_mut().insert(caller);
         Ok(req)
     }

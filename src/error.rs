@@ -45,6 +45,17 @@ impl Error {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Error::InvalidArgument { field: field.into(), message: message.into() }
     }
+
+    /// The same error with the path of the message it was found in before its field:
+    /// `os_version` within `devices[3]` is `devices[3].os_version`.
+    pub fn within(self, path: &str) -> Self {
+        match self {
+            Error::InvalidArgument { field, message } => {
+                Error::InvalidArgument { field: format!("{path}.{field}"), message }
+            }
+            other => other,
+        }
+    }
 }
 
 impl From<sqlx::Error> for Error {

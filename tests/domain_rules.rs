@@ -148,7 +148,7 @@ fn decide(state: &State, device_id: &str, now: Timestamp) -> DeviceDecision {
 }
 
 fn causes(state: &State, device_id: &str, credential: PartnerCredential, now: Timestamp) -> Vec<Cause> {
-    diagnosis::diagnose(state, device_id, credential, now).unwrap().iter().map(|f| f.cause).collect()
+    diagnosis::diagnose(state, device_id, credential, now).unwrap().findings.iter().map(|f| f.cause).collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -394,7 +394,7 @@ fn rule2_the_unevaluated_mac_gets_a_non_denying_device_group_reason() {
 #[test]
 fn rule2_diagnosis_explains_the_device_group_assignment() {
     let state = device_group_org();
-    let findings = diagnosis::diagnose(&state, "mac-ada", PartnerCredential::LeastPrivilege, T0).unwrap();
+    let findings = diagnosis::diagnose(&state, "mac-ada", PartnerCredential::LeastPrivilege, T0).unwrap().findings;
     assert_eq!(findings.iter().map(|f| f.cause).collect::<Vec<_>>(), vec![Cause::PolicyTargetsDeviceGroup]);
     assert!(!findings[0].remediation().is_empty());
     assert!(findings[0].remediation().contains("user groups"));
@@ -1219,7 +1219,7 @@ fn rule8_diagnosis_reports_wrong_partner_permissions() {
     let mut state = org(&["ada"]);
     put(&mut state, mac("mac-ada", "ada", "S"));
     for credential in [PartnerCredential::ExtraPermissions, PartnerCredential::Missing] {
-        let findings = diagnosis::diagnose(&state, "mac-ada", credential, T0).unwrap();
+        let findings = diagnosis::diagnose(&state, "mac-ada", credential, T0).unwrap().findings;
         assert_eq!(findings.iter().map(|f| f.cause).collect::<Vec<_>>(), vec![Cause::WrongPartnerPermissions]);
         assert!(findings[0].detail.contains("jamf-test"), "{}", findings[0].detail);
         assert!(findings[0].remediation().contains("update device attributes"));
@@ -1346,7 +1346,7 @@ fn rule11_diagnosis_gives_the_troubleshooting_cause_with_a_remediation() {
         ("mac-dan", vec![Cause::Unresponsive]),
         ("mac-ada", vec![]),
     ] {
-        let findings = diagnosis::diagnose(&state, device, lp, T0).unwrap();
+        let findings = diagnosis::diagnose(&state, device, lp, T0).unwrap().findings;
         assert_eq!(findings.iter().map(|f| f.cause).collect::<Vec<_>>(), expected, "{device}");
         for f in &findings {
             assert!(!f.remediation().is_empty());

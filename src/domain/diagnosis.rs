@@ -1,7 +1,7 @@
 //! Troubleshooting (DOMAIN rule 11): explain a device's denial with the cause codes of the
 //! troubleshooting guide, each with the remediation a person should take.
 
-use super::access::{self, ReasonCode};
+use super::access::{self, DeviceDecision, ReasonCode};
 use super::model::Timestamp;
 use super::state::State;
 
@@ -89,8 +89,17 @@ impl Finding {
     }
 }
 
+/// A device's decision, explained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnosis {
+    pub decision: DeviceDecision,
+    /// The partner credential's finding first, then one per reason that has a cause, in the
+    /// order of the decision's reasons.
+    pub findings: Vec<Finding>,
+}
+
 /// Every finding for `device_id`, or `None` when the device is unknown.
-pub fn diagnose(state: &State, device_id: &str, credential: PartnerCredential, now: Timestamp) -> Option<Vec<Finding>> {
+pub fn diagnose(state: &State, device_id: &str, credential: PartnerCredential, now: Timestamp) -> Option<Diagnosis> {
     state.device(device_id)?;
     let decision = access::decide(state, device_id, now);
     let mut findings = Vec::new();
@@ -120,5 +129,5 @@ pub fn diagnose(state: &State, device_id: &str, credential: PartnerCredential, n
         };
         findings.push(Finding { cause, detail: r.message.to_string() });
     }
-    Some(findings)
+    Some(Diagnosis { decision, findings })
 }

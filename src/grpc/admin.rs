@@ -2,9 +2,9 @@
 
 use tonic::{Request, Response, Status};
 
-use super::Handlers;
-use super::convert::{self, MAX_GROUP_LIST, id, ids};
-use crate::engine::GroupTargets;
+use super::incoming::{self, id};
+use super::{Handlers, outgoing};
+use crate::domain::connector;
 use crate::error::Error;
 use crate::proto::{self as pb, admin_service_server::AdminService};
 
@@ -12,19 +12,21 @@ impl Handlers {
     fn policy_response(&self, policy_id: &str) -> Result<pb::PolicyResponse, Error> {
         let (policy, revision) = self
             .engine
-            .read(|state, _| state.policy(policy_id).map(|p| convert::policy_out(p, state.assignment(policy_id))));
+            .read(|state, _| state.policy(policy_id).map(|p| outgoing::policy(p, state.assignment(policy_id))));
         let policy = policy.ok_or_else(|| Error::NotFound(format!("no policy {policy_id}")))?;
         Ok(pb::PolicyResponse { policy: Some(policy), revision })
     }
 
     fn connector_response(&self, revision: Option<u64>) -> pb::ConnectorResponse {
-        let (connector, current) =
-            self.engine.read(|state, now| convert::connector_out(state.connector(), state.heartbeat(), now));
+        let (connector, current) = self.engine.read(|state, now| {
+            let (c, heartbeat) = (state.connector(), state.heartbeat());
+            outgoing::connector(c, heartbeat, connector::status(c, heartbeat, now))
+        });
         pb::ConnectorResponse { connector: Some(connector), revision: revision.unwrap_or(current) }
     }
 
     fn settings_response(&self, revision: Option<u64>) -> pb::SettingsResponse {
-        let (settings, current) = self.engine.read(|state, _| convert::settings_out(state.settings()));
+        let (settings, current) = self.engine.read(|state, _| pb::Settings::from(state.settings()));
         pb::SettingsResponse { settings: Some(settings), revision: revision.unwrap_or(current) }
     }
 }
@@ -41,7 +43,7 @@ impl AdminService for Handlers {
         &self,
         req: Request<pb::CreatePolicyRequest>,
     ) -> Result<Response<pb::PolicyResponse>, Status> {
-        let policy = convert::policy("policy", req.get_ref().policy.as_ref())?;
+        let policy = incoming::policy(req.get_ref().policy.as_ref())?;
         let policy_id = policy.id.clone();
         let revision = self.engine.create_policy(policy).await?;
         Ok(written(self.policy_response(&policy_id)?, revision))
@@ -51,7 +53,7 @@ impl AdminService for Handlers {
         &self,
         req: Request<pb::UpdatePolicyRequest>,
     ) -> Result<Response<pb::PolicyResponse>, Status> {
-        let policy = convert::policy("policy", req.get_ref().policy.as_ref())?;
+        let policy = incoming::policy(req.get_ref().policy.as_ref())?;
         let policy_id = policy.id.clone();
         let revision = self.engine.update_policy(policy).await?;
         Ok(written(self.policy_response(&policy_id)?, revision))
@@ -70,7 +72,7 @@ impl AdminService for Handlers {
         self.readable(&req, req.get_ref().min_revision).await?;
         let (policies, revision) = self
             .engine
-            .read(|state, _| state.policies().map(|p| convert::policy_out(p, state.assignment(&p.id))).collect());
+            .read(|state, _| state.policies().map(|p| outgoing::policy(p, state.assignment(&p.id))).collect());
         Ok(Response::new(pb::ListPoliciesResponse { policies, revision }))
     }
 
@@ -87,13 +89,7 @@ impl AdminService for Handlers {
         &self,
         req: Request<pb::AssignPolicyRequest>,
     ) -> Result<Response<pb::AssignPolicyResponse>, Status> {
-        let r = req.get_ref();
-        let policy_id = id("policy_id", &r.policy_id)?;
-        let a = r.assignment.clone().unwrap_or_default();
-        let targets = GroupTargets {
-            include: ids("assignment.include_group_ids", &a.include_group_ids, MAX_GROUP_LIST)?,
-            exclude: ids("assignment.exclude_group_ids", &a.exclude_group_ids, MAX_GROUP_LIST)?,
-        };
+        let (policy_id, targets) = incoming::assignment(req.get_ref())?;
         let revision = self.engine.assign_policy(&policy_id, targets).await?;
         let policy = self.policy_response(&policy_id)?.policy;
         Ok(Response::new(pb::AssignPolicyResponse { policy, revision }))
@@ -103,19 +99,7 @@ impl AdminService for Handlers {
         &self,
         req: Request<pb::EnableConnectorRequest>,
     ) -> Result<Response<pb::ConnectorResponse>, Status> {
-        let r = req.get_ref();
-        let app_id = id("partner_app_id", &r.partner_app_id)?;
-        if r.partner_version.is_empty() {
-            return Err(Error::invalid("partner_version", "is required, e.g. 11.4.0").into());
-        }
-        let version = r
-            .partner_version
-            .parse()
-            .map_err(|e: crate::domain::version::BadVersion| Error::invalid("partner_version", e.to_string()))?;
-        let targets = GroupTargets {
-            include: ids("include_group_ids", &r.include_group_ids, MAX_GROUP_LIST)?,
-            exclude: ids("exclude_group_ids", &r.exclude_group_ids, MAX_GROUP_LIST)?,
-        };
+        let (app_id, version, targets) = incoming::connector(req.get_ref())?;
         let revision = self.engine.enable_connector(app_id, version, targets).await?;
         Ok(Response::new(self.connector_response(Some(revision))))
     }
@@ -140,22 +124,8 @@ impl AdminService for Handlers {
         &self,
         req: Request<pb::SyncDirectoryRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
-        let r = req.into_inner();
-        let users = r
-            .users
-            .iter()
-            .enumerate()
-            .map(|(i, u)| convert::user(&format!("users[{i}]"), u))
-            .collect::<Result<_, _>>()?;
-        let groups = r
-            .groups
-            .iter()
-            .enumerate()
-            .map(|(i, g)| convert::group(&format!("groups[{i}]"), g))
-            .collect::<Result<_, _>>()?;
-        let removed_users = ids("removed_user_ids", &r.removed_user_ids, usize::MAX)?;
-        let removed_groups = ids("removed_group_ids", &r.removed_group_ids, usize::MAX)?;
-        let revision = self.engine.sync_directory(users, groups, removed_users, removed_groups).await?;
+        let d = incoming::directory(req.get_ref())?;
+        let revision = self.engine.sync_directory(d.users, d.groups, d.removed_user_ids, d.removed_group_ids).await?;
         Ok(Response::new(pb::WriteResponse { revision }))
     }
 
@@ -167,6 +137,15 @@ impl AdminService for Handlers {
         Ok(Response::new(self.settings_response(None)))
     }
 
+    async fn update_settings(
+        &self,
+        req: Request<pb::UpdateSettingsRequest>,
+    ) -> Result<Response<pb::SettingsResponse>, Status> {
+        let settings = incoming::settings(req.get_ref().settings.as_ref())?;
+        let revision = self.engine.update_settings(settings).await?;
+        Ok(Response::new(self.settings_response(Some(revision))))
+    }
+
     async fn delete_device(
         &self,
         req: Request<pb::DeleteDeviceRequest>,
@@ -174,14 +153,5 @@ impl AdminService for Handlers {
         let device_id = id("device_id", &req.get_ref().device_id)?;
         let revision = self.engine.delete_device(&device_id).await?;
         Ok(Response::new(pb::WriteResponse { revision }))
-    }
-
-    async fn update_settings(
-        &self,
-        req: Request<pb::UpdateSettingsRequest>,
-    ) -> Result<Response<pb::SettingsResponse>, Status> {
-        let settings = convert::settings(req.get_ref().settings.as_ref())?;
-        let revision = self.engine.update_settings(settings).await?;
-        Ok(Response::new(self.settings_response(Some(revision))))
     }
 }

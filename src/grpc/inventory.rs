@@ -3,10 +3,9 @@
 use tonic::{Request, Response, Status};
 
 use super::Handlers;
-use super::convert::{self, MAX_BATCH};
+use super::incoming;
 use crate::auth;
 use crate::engine::ItemOutcome;
-use crate::error::Error;
 use crate::proto::{self as pb, inventory_service_server::InventoryService};
 
 #[tonic::async_trait]
@@ -15,19 +14,7 @@ impl InventoryService for Handlers {
         &self,
         req: Request<pb::ReportInventoryRequest>,
     ) -> Result<Response<pb::ReportInventoryResponse>, Status> {
-        let devices = &req.get_ref().devices;
-        if devices.is_empty() {
-            return Err(Error::invalid("devices", "is empty: send 1 to 1000 reports").into());
-        }
-        if devices.len() > MAX_BATCH {
-            let msg = format!("has {} reports; send at most {MAX_BATCH} per batch", devices.len());
-            return Err(Error::invalid("devices", msg).into());
-        }
-        let items = devices
-            .iter()
-            .enumerate()
-            .map(|(i, d)| (d.device_id.clone(), convert::device_report(&format!("devices[{i}]."), d)))
-            .collect();
+        let items = incoming::reports(req.get_ref())?;
         let outcome = self.engine.report_inventory(auth::caller(&req), items).await?;
         let mut resp = pb::ReportInventoryResponse { revision: outcome.revision, ..Default::default() };
         for (index, (device_id, item)) in outcome.items.into_iter().enumerate() {

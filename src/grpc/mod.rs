@@ -1,5 +1,6 @@
 //! The gRPC edge: one file per service; each handler converts, delegates to the engine and
-//! converts back. Validation lives in `convert`; status mapping in `crate::error`.
+//! converts back. Validation of what comes in lives in `incoming`, rendering of what goes out
+//! in `outgoing`; status mapping in `crate::error`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +12,9 @@ use crate::error::Result;
 
 pub mod admin;
 pub mod compliance;
-pub mod convert;
+pub mod incoming;
 pub mod inventory;
+pub mod outgoing;
 pub mod targeting;
 
 /// The handlers' shared state: the engine, and the watcher of its decisions.

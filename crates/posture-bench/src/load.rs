@@ -1,16 +1,15 @@
-//! The one module that calls posture's engine and edge validation (`grpc::convert`): each
+//! The one module that calls posture's engine and edge validation (`grpc::incoming`): each
 //! synthetic write is converted and written as its RPC's handler does it, so a synthetic
 //! organisation holds only what a real client could have written.
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use posture::auth::Credentials;
 use posture::clock::SystemClock;
 use posture::domain::access::DeviceDecision;
 use posture::domain::{State, Timestamp};
-use posture::engine::{Engine, GroupTargets, ItemOutcome};
-use posture::grpc::convert;
+use posture::engine::{Engine, ItemOutcome};
+use posture::grpc::incoming;
 use posture::store::Store;
 use posture::store::memory::MemoryStore;
 
@@ -60,48 +59,25 @@ async fn write(engine: &Engine, spec: Spec) -> anyhow::Result<u64> {
     Ok(revision)
 }
 
-fn targets(at: &str, include: &[String], exclude: &[String]) -> anyhow::Result<GroupTargets> {
-    Ok(GroupTargets {
-        include: convert::ids(&format!("{at}include_group_ids"), include, convert::MAX_GROUP_LIST)?,
-        exclude: convert::ids(&format!("{at}exclude_group_ids"), exclude, convert::MAX_GROUP_LIST)?,
-    })
-}
-
-/// One write, validated and applied as its handler in `posture::grpc` does it.
+/// One write, validated and applied as its handler in `posture::grpc` does it: the same
+/// conversion of the request, the same engine call.
 async fn send(engine: &Engine, write: Write) -> anyhow::Result<u64> {
     Ok(match write {
         Write::SyncDirectory(r) => {
-            let users = r.users.iter().enumerate().map(|(i, u)| convert::user(&format!("users[{i}]"), u));
-            let groups = r.groups.iter().enumerate().map(|(i, g)| convert::group(&format!("groups[{i}]"), g));
-            let removed_users = convert::ids("removed_user_ids", &r.removed_user_ids, usize::MAX)?;
-            let removed_groups = convert::ids("removed_group_ids", &r.removed_group_ids, usize::MAX)?;
-            let (users, groups) = (users.collect::<Result<_, _>>()?, groups.collect::<Result<_, _>>()?);
-            engine.sync_directory(users, groups, removed_users, removed_groups).await?
+            let d = incoming::directory(&r)?;
+            engine.sync_directory(d.users, d.groups, d.removed_user_ids, d.removed_group_ids).await?
         }
-        Write::CreatePolicy(r) => engine.create_policy(convert::policy("policy", r.policy.as_ref())?).await?,
+        Write::CreatePolicy(r) => engine.create_policy(incoming::policy(r.policy.as_ref())?).await?,
         Write::AssignPolicy(r) => {
-            let policy_id = convert::id("policy_id", &r.policy_id)?;
-            let a = r.assignment.unwrap_or_default();
-            engine
-                .assign_policy(&policy_id, targets("assignment.", &a.include_group_ids, &a.exclude_group_ids)?)
-                .await?
+            let (policy_id, targets) = incoming::assignment(&r)?;
+            engine.assign_policy(&policy_id, targets).await?
         }
         Write::EnableConnector(r) => {
-            let app_id = convert::id("partner_app_id", &r.partner_app_id)?;
-            let version = r.partner_version.parse().context("partner_version")?;
-            let targets = targets("", &r.include_group_ids, &r.exclude_group_ids)?;
+            let (app_id, version, targets) = incoming::connector(&r)?;
             engine.enable_connector(app_id, version, targets).await?
         }
         Write::ReportInventory(r) => {
-            let n = r.devices.len();
-            anyhow::ensure!(
-                (1..=convert::MAX_BATCH).contains(&n),
-                "devices: {n} reports; send 1 to {}",
-                convert::MAX_BATCH
-            );
-            let items = r.devices.iter().enumerate();
-            let items = items.map(|(i, d)| (d.device_id.clone(), convert::device_report(&format!("devices[{i}]."), d)));
-            let outcome = engine.report_inventory(None, items.collect()).await?;
+            let outcome = engine.report_inventory(None, incoming::reports(&r)?).await?;
             for (device_id, item) in &outcome.items {
                 if let ItemOutcome::Rejected(e) = item {
                     anyhow::bail!("the report of {device_id} was rejected: {e}");

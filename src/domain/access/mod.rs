@@ -3,13 +3,13 @@
 
 use std::borrow::Cow;
 
-use super::compliance::{self, ComplianceState, Detail, Evaluation, Freshness, StateCause};
-use super::model::{ConnectorState, Device, NoPolicyTreatment, Registration, Timestamp};
+use super::compliance::{self, ComplianceState, Detail, Evaluation, StateCause};
+use super::model::{Device, Timestamp};
 use super::state::State;
-use super::targeting::{self, EnrollmentTarget};
 use super::version::OsVersion;
 
-pub use super::compliance::{TOKEN_STALE_AFTER_SECS, UNRESPONSIVE_AFTER_SECS};
+mod gates;
+
 /// A refresh token is issued every 7 days; once it lapses the user must sign in again.
 pub const REFRESH_TOKEN_LIFETIME_SECS: i64 = 7 * Timestamp::DAY;
 /// Macs of a terminated connector are removed 90 days after termination.
@@ -195,20 +195,54 @@ pub fn other_user_reason(decision: &DeviceDecision, user_id: &str) -> Option<Rea
     })
 }
 
-/// Applies the caller's identity to a device decision: another user is denied, with the
-/// device's own deny reasons after the mismatch.
+/// A device's decision as one user sees it: another user than the primary user is denied, for
+/// that first, then for the device's own deny reasons (its allowing ones do not apply to them).
+pub struct SeenBy<'a> {
+    pub allow: bool,
+    other_user: Option<Reason>,
+    decision: &'a DeviceDecision,
+}
+
+impl<'a> SeenBy<'a> {
+    pub fn reasons(&self) -> impl Iterator<Item = &Reason> {
+        let denied = self.other_user.is_some();
+        self.other_user.iter().chain(self.decision.reasons.iter().filter(move |r| !denied || r.code.denies()))
+    }
+}
+
+/// The decision for `user_id`, without copying the device's (the hot path renders from it).
+pub fn seen_by<'a>(decision: &'a DeviceDecision, user_id: &str) -> SeenBy<'a> {
+    let other_user = other_user_reason(decision, user_id);
+    SeenBy { allow: decision.allow && other_user.is_none(), other_user, decision }
+}
+
+/// The same, as a decision of its own.
 pub fn for_user(decision: &DeviceDecision, user_id: &str) -> AccessDecision {
-    let other = other_user_reason(decision, user_id);
-    let denied = other.is_some();
+    let seen = seen_by(decision, user_id);
     AccessDecision {
-        allow: decision.allow && !denied,
+        allow: seen.allow,
         state: decision.state,
-        reasons: other
-            .into_iter()
-            .chain(decision.reasons.iter().filter(|r| !denied || r.code.denies()).cloned())
-            .collect(),
+        reasons: seen.reasons().cloned().collect(),
         valid_until: decision.valid_until,
     }
+}
+
+/// Everything EvaluateDevice says of a device.
+pub struct Explanation<'a> {
+    pub device: &'a Device,
+    /// Every applicable policy, with every configured setting.
+    pub evaluation: Evaluation<'a>,
+    /// The reasons that explain the state beyond the policies.
+    pub reasons: Vec<Reason>,
+}
+
+/// `None`: the device is unknown.
+pub fn explain<'a>(state: &'a State, device_id: &str, now: Timestamp) -> Option<Explanation<'a>> {
+    let device = state.device(device_id)?;
+    let evaluation = compliance::evaluate(state, device, now, Detail::All);
+    let decision = decide_evaluated(state, device, &evaluation, now);
+    let reasons = decision.reasons.into_iter().filter(|r| r.code.explains_state()).collect();
+    Some(Explanation { device, evaluation, reasons })
 }
 
 /// Decides access to `device_id` for its primary user at `now`.
@@ -230,156 +264,18 @@ pub fn decide(state: &State, device_id: &str, now: Timestamp) -> DeviceDecision 
     decide_evaluated(state, device, &eval, now)
 }
 
-/// The gates, given an evaluation already made.
+/// The gates, given an evaluation already made: each adds its reasons; any that denies denies.
 pub fn decide_evaluated(state: &State, device: &Device, eval: &Evaluation, now: Timestamp) -> DeviceDecision {
-    let mut reasons = Vec::new();
-    let mut next = eval.next_change;
-    let mut until = |t: Timestamp| {
-        if t > now {
-            next = Some(next.map_or(t, |n| n.min(t)));
-        }
-    };
-    let deny = |reasons: &mut Vec<Reason>, code, msg: String| reasons.push(Reason::new(code, msg));
-
-    // Who: the primary user exists and holds both licences (cause 3).
-    match state.user(&device.user_id) {
-        None => deny(
-            &mut reasons,
-            ReasonCode::UserUnknown,
-            format!("the device's user {} is not in the directory; sync the directory", device.user_id),
-        ),
-        Some(u) => {
-            let mut missing = Vec::new();
-            if !u.device_management_licence {
-                missing.push("device management");
-            }
-            if !u.premium_identity_licence {
-                missing.push("premium identity");
-            }
-            if !missing.is_empty() {
-                deny(
-                    &mut reasons,
-                    ReasonCode::LicenceMissing,
-                    format!("user {} has no {} licence", u.user_principal_name, missing.join(" or ")),
-                );
-            }
-        }
-    }
-
-    // The integration must be on (cause 5); a terminated connector's Macs are removed later.
-    let connector = state.connector();
-    match connector.state {
-        ConnectorState::Enabled => {}
-        ConnectorState::NotConfigured => deny(
-            &mut reasons,
-            ReasonCode::IntegrationDisabled,
-            "the partner integration is not configured; enable the connector".into(),
-        ),
-        ConnectorState::Terminated => match connector.removal_at {
-            Some(removal) if now >= removal => deny(
-                &mut reasons,
-                ReasonCode::DeviceRemoved,
-                format!("the partner connector was terminated; its Macs were removed at {removal}"),
-            ),
-            removal => {
-                if let Some(removal) = removal {
-                    until(removal);
-                }
-                let removed = removal.map(|r| format!("; its Macs will be removed at {r}")).unwrap_or_default();
-                deny(
-                    &mut reasons,
-                    ReasonCode::IntegrationDisabled,
-                    format!(
-                        "the partner integration is terminated and its Macs are noncompliant{removed}; re-enable the connector"
-                    ),
-                )
-            }
-        },
-    }
-
-    // How it was registered (cause 4) and whether its user is targeted at all.
-    if device.registration == Registration::Direct {
-        deny(
-            &mut reasons,
-            ReasonCode::NotRegisteredThroughPartner,
-            "the Mac was registered directly, not through the partner's Self Service flow".into(),
-        );
-    }
-    match targeting::target(state, &device.user_id, state.connector_targets()) {
-        EnrollmentTarget::Partner => {}
-        EnrollmentTarget::Direct => deny(
-            &mut reasons,
-            ReasonCode::UserNotTargeted,
-            format!(
-                "user {} is excluded from partner enrollment by group {}; the Mac must enroll directly",
-                device.user_id,
-                targeting::resolve_saved(state, &device.user_id).exclude_group_ids.join(", ")
-            ),
-        ),
-        EnrollmentTarget::NotTargeted => deny(
-            &mut reasons,
-            ReasonCode::UserNotTargeted,
-            format!("user {} is in no include group of the partner connector", device.user_id),
-        ),
-    }
-
-    // Duplicates are reported, never merged into an allow (cause 6).
-    let same_serial = state.devices_with_serial(&device.serial_number);
-    if same_serial.len() > 1 {
-        let others: Vec<&str> = same_serial.iter().filter(|d| **d != device.id).map(String::as_str).collect();
-        deny(
-            &mut reasons,
-            ReasonCode::DuplicateRegistration,
-            format!("serial {} is also registered as {}", device.serial_number, others.join(", ")),
-        );
-    }
-
-    // Freshness (rule 5): never compliant on old data.
-    let Freshness { unresponsive, token_stale, verdict_stale, .. } = eval.freshness;
-    if unresponsive {
-        deny(
-            &mut reasons,
-            ReasonCode::Unresponsive,
-            format!("no check-in with the partner since {} (24 hours or more)", device.last_check_in),
-        );
-    }
-    if token_stale {
-        deny(
-            &mut reasons,
-            ReasonCode::TokenStale,
-            format!("the directory token was last renewed at {} (over 24 hours ago)", device.last_token_renewal),
-        );
-    }
-    if verdict_stale && let Some(v) = device.partner_verdict {
-        deny(
-            &mut reasons,
-            ReasonCode::PartnerVerdictStale,
-            format!("the partner's verdict was decided at {} (24 hours or more ago); it is not trusted", v.decided_at),
-        );
-    }
-    if let Some(issued) = device.refresh_token_issued {
-        let lapses = issued.plus_secs(REFRESH_TOKEN_LIFETIME_SECS);
-        if now >= lapses {
-            deny(
-                &mut reasons,
-                ReasonCode::SignInRequired,
-                "the refresh token has lapsed (7 days); the user must sign in again".into(),
-            );
-        } else {
-            until(lapses);
-        }
-    }
-    if device.os_version < minimum_macos() {
-        deny(
-            &mut reasons,
-            ReasonCode::UnsupportedOs,
-            format!("macOS {} is older than the supported {}", device.os_version, minimum_macos()),
-        );
-    }
-
-    // Compliance itself.
-    compliance_reasons(eval, &mut reasons);
-
+    let mut gates = gates::Gates::new(eval.next_change, now);
+    gates.identity(state, device);
+    gates.connector(state);
+    gates.registration(device);
+    gates.targeting(state, device);
+    gates.duplicates(state, device);
+    gates.freshness(device, &eval.freshness);
+    gates.macos(device);
+    gates.compliance(eval);
+    let (mut reasons, valid_until) = gates.finish();
     let allow = allows(eval.state, &reasons);
     if allow && !reasons.iter().any(|r| r.code == ReasonCode::InGracePeriod) {
         reasons.insert(0, allowed_reason(eval));
@@ -390,7 +286,7 @@ pub fn decide_evaluated(state: &State, device: &Device, eval: &Evaluation, now: 
         allow,
         state: eval.state,
         reasons,
-        valid_until: next,
+        valid_until,
     }
 }
 
@@ -425,65 +321,5 @@ pub fn store_unavailable(device_id: &str, message: String) -> DeviceDecision {
         state: ComplianceState::Unknown,
         reasons: vec![Reason::new(ReasonCode::StoreUnavailable, message)],
         valid_until: None,
-    }
-}
-
-fn compliance_reasons(eval: &Evaluation, reasons: &mut Vec<Reason>) {
-    for (policy, group) in &eval.device_group_policies {
-        reasons.push(Reason::new(
-            ReasonCode::PolicyTargetsDeviceGroup,
-            format!(
-                "policy {policy} is assigned to device group {group}, which does not evaluate partner-managed Macs"
-            ),
-        ));
-    }
-    match eval.cause {
-        StateCause::ValidityExpired { reported_at, valid_until } => reasons.push(Reason::new(
-            ReasonCode::ValidityExpired,
-            format!("nothing reported since {} and the validity period ended at {}", reported_at, valid_until),
-        )),
-        StateCause::PartnerVerdict { compliant: false, decided_at } => reasons.push(Reason::new(
-            ReasonCode::PartnerVerdictNoncompliant,
-            format!("the partner decided at {decided_at} that the device is noncompliant"),
-        )),
-        StateCause::PartnerVerdict { compliant: true, .. } => {}
-        StateCause::NoPolicy(t) => {
-            if t == NoPolicyTreatment::Noncompliant {
-                reasons.push(Reason::new(
-                    ReasonCode::NoPolicy,
-                    format!("no compliance policy applies and the tenant counts such devices as {t:?}").to_lowercase(),
-                ));
-            }
-        }
-        StateCause::Policies => {
-            for p in &eval.policies {
-                let failing: Vec<String> = p
-                    .settings
-                    .iter()
-                    .filter(|s| s.state == ComplianceState::Noncompliant || s.state == ComplianceState::Error)
-                    .map(|s| format!("{} (expected {}, actual {})", s.setting, s.expected, s.actual))
-                    .collect();
-                let list = failing.join("; ");
-                match p.state {
-                    ComplianceState::InGracePeriod => reasons.push(Reason::new(
-                        ReasonCode::InGracePeriod,
-                        format!(
-                            "fails policy {} but its grace period ends at {}: {list}",
-                            p.policy.name,
-                            p.grace_period_ends.unwrap_or_default()
-                        ),
-                    )),
-                    ComplianceState::Noncompliant => reasons
-                        .push(Reason::new(ReasonCode::Noncompliant, format!("fails policy {}: {list}", p.policy.name))),
-                    ComplianceState::Error | ComplianceState::Unknown | ComplianceState::Conflict => {
-                        reasons.push(Reason::new(
-                            ReasonCode::ComplianceError,
-                            format!("policy {} cannot be evaluated: {list}", p.policy.name),
-                        ))
-                    }
-                    _ => {}
-                }
-            }
-        }
     }
 }
