@@ -37,7 +37,7 @@ fn group(id: &str, kind: GroupKind, members: &[&str]) -> Group {
 }
 
 /// A healthy, partner-registered Mac that checked in ten minutes ago.
-pub fn healthy_mac(id: &str, user_id: &str, serial: &str, now: Timestamp) -> Device {
+fn healthy_mac(id: &str, user_id: &str, serial: &str, now: Timestamp) -> Device {
     Device {
         id: id.to_string(),
         partner_device_id: format!("jamf-{id}"),

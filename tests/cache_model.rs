@@ -2,6 +2,8 @@
 //! step every cached CheckAccess answer equals a fresh, uncached evaluation at that moment.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
 
 use posture::auth::Credentials;
@@ -175,7 +177,7 @@ impl Model {
         let now = self.clock.now();
         let _ = match op.clone() {
             Op::Report { device, user, serial, encrypted, os_major, check_in_ago, token_ago, direct } => {
-                let mut d = posture::demo::healthy_mac(&device_id(device), &user_id(user), &format!("S{serial}"), now);
+                let mut d = common::domain::healthy_mac(&device_id(device), &user_id(user), &format!("S{serial}"), now);
                 d.facts.file_vault = Some(if encrypted { FileVault::AllEncrypted } else { FileVault::NotEncrypted });
                 d.os_version = format!("{os_major}.1").parse().unwrap();
                 d.last_check_in = now.plus_secs(-check_in_ago);

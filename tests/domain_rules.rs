@@ -3,7 +3,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use posture::demo::healthy_mac;
+mod common;
+
+use common::domain::healthy_mac;
 use posture::domain::access::{self, DeviceDecision, ReasonCode};
 use posture::domain::compliance::{self, ComplianceState, SettingResult, StateCause};
 use posture::domain::diagnosis::{self, Cause, PartnerCredential};

@@ -75,9 +75,11 @@ async fn writes_emit_data_changed_events_and_snapshots_start_where_asked() {
 
     // Bob turns FileVault on: NONCOMPLIANT → COMPLIANT. A repeat of Ada's report changes nothing.
     let now = clock.now();
-    let bob = crate::demo::healthy_mac("mac-bob", "bob", "C02BOB0001", now);
-    let mut ada = crate::demo::healthy_mac("mac-ada", "ada", "C02ADA0001", now);
-    ada.facts.password.min_length = Some(16);
+    let stored = |id: &str| engine.read(|s, _| s.device(id).cloned()).0.unwrap();
+    let mut bob = stored("mac-bob");
+    bob.facts.file_vault = Some(crate::domain::model::FileVault::AllEncrypted);
+    bob.last_check_in = now.plus_secs(-60);
+    let mut ada = stored("mac-ada");
     ada.last_check_in = now.plus_secs(-60);
     engine.report_inventory(None, vec![("mac-ada".into(), Ok(ada))]).await.unwrap();
     let revision = engine.report_inventory(None, vec![("mac-bob".into(), Ok(bob))]).await.unwrap().revision;
