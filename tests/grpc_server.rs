@@ -325,7 +325,10 @@ async fn stopping_closes_the_port_even_with_a_client_connected() {
     let err = compliance
         .check_access(pb::CheckAccessRequest { user_id: "ada".into(), device_id: "m".into(), ..Default::default() })
         .await;
-    assert_eq!(err.unwrap_err().code(), Code::Unavailable);
+    // The connection is gone: refused (UNAVAILABLE), or cut as the call went out (CANCELLED),
+    // depending on when the client notices.
+    let code = err.unwrap_err().code();
+    assert!(matches!(code, Code::Unavailable | Code::Cancelled), "{code:?}");
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "nothing listens on {addr} any more");
 }
 

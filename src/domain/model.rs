@@ -1,11 +1,9 @@
 //! The entities of the domain, as plain data. No I/O, no clock, no gRPC or SQL types.
 
-use serde::{Deserialize, Serialize};
-
 use super::version::{OsBuild, OsVersion};
 
 /// Seconds since the Unix epoch. Time enters the core only as a value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Timestamp(pub i64);
 
 /// RFC 3339 in UTC, e.g. 2026-11-23T18:09:26Z.
@@ -43,7 +41,7 @@ impl Timestamp {
 }
 
 /// A directory identity.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     pub id: String,
     pub user_principal_name: String,
@@ -53,14 +51,14 @@ pub struct User {
     pub premium_identity_licence: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GroupKind {
     User,
     Device,
 }
 
 /// A directory group. Members are user ids for user groups, device ids for device groups.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Group {
     pub id: String,
     pub name: String,
@@ -69,7 +67,7 @@ pub struct Group {
 }
 
 /// How a Mac was registered with the directory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Registration {
     /// Through the partner's flow (Self Service launching the Company Portal).
     Partner,
@@ -77,7 +75,7 @@ pub enum Registration {
     Direct,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum FileVault {
     NotApplicable,
     NotEncrypted,
@@ -87,7 +85,7 @@ pub enum FileVault {
     AllEncrypted,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Gatekeeper {
     /// Apps from anywhere.
     Disabled,
@@ -95,14 +93,14 @@ pub enum Gatekeeper {
     AppStore,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sip {
     Enabled,
     Disabled,
     NotCollected,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ThreatLevel {
     Secured,
     Low,
@@ -110,7 +108,7 @@ pub enum ThreatLevel {
     High,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PasswordType {
     DeviceDefault,
     Alphanumeric,
@@ -118,7 +116,7 @@ pub enum PasswordType {
 }
 
 /// Password facts as the partner reports them. `None` = not reported.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PasswordFacts {
     pub required: Option<bool>,
     pub simple_blocked: Option<bool>,
@@ -131,7 +129,7 @@ pub struct PasswordFacts {
 }
 
 /// The security facts a policy checks. `None` = the partner did not report it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SecurityFacts {
     pub system_integrity_protection: Option<Sip>,
     pub file_vault: Option<FileVault>,
@@ -144,14 +142,14 @@ pub struct SecurityFacts {
 }
 
 /// The partner's own verdict (the 2024 mode): it decided compliance itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartnerVerdict {
     pub compliant: bool,
     pub decided_at: Timestamp,
 }
 
 /// A Mac as last reported by the partner.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Device {
     /// Directory device id: the key.
     pub id: String,
@@ -188,7 +186,7 @@ impl Device {
 pub type RequiredGatekeeper = Gatekeeper;
 
 /// The password rules of a macOS compliance policy. `None` = not configured, not evaluated.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PasswordRules {
     pub required: Option<bool>,
     pub block_simple: Option<bool>,
@@ -205,7 +203,7 @@ pub struct PasswordRules {
 }
 
 /// Required settings of a macOS compliance policy. `None` = not configured, not evaluated.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PolicySettings {
     pub os_minimum_version: Option<OsVersion>,
     pub os_maximum_version: Option<OsVersion>,
@@ -223,7 +221,7 @@ pub struct PolicySettings {
 }
 
 /// A macOS compliance policy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     pub id: String,
     pub name: String,
@@ -235,7 +233,7 @@ pub struct Policy {
 }
 
 /// A device's failure of one policy, as the write that first saw it recorded it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Failure {
     /// When the failure began to count.
     pub since: Timestamp,
@@ -245,14 +243,14 @@ pub struct Failure {
 }
 
 /// A policy's targets: include and exclude groups.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Assignment {
     pub policy_id: String,
     pub include_group_ids: Vec<String>,
     pub exclude_group_ids: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ConnectorState {
     #[default]
     NotConfigured,
@@ -261,7 +259,7 @@ pub enum ConnectorState {
 }
 
 /// The link to the partner, with the user groups that decide partner enrollment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Connector {
     pub state: ConnectorState,
     pub partner_app_id: String,
@@ -276,7 +274,7 @@ pub struct Connector {
 }
 
 /// How a device that no policy applies to counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum NoPolicyTreatment {
     /// Intune's default.
     #[default]
@@ -285,7 +283,7 @@ pub enum NoPolicyTreatment {
 }
 
 /// Tenant-wide compliance settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TenantSettings {
     pub no_policy: NoPolicyTreatment,
     /// 1..=120; a device that has not reported within it is noncompliant.

@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, HashSet};
 
 use foldhash::fast::RandomState;
-use serde::{Deserialize, Serialize};
 
 /// Ids are attacker-influenced, so the hasher is seeded; foldhash is fast and seeded.
 type HashMap<K, V> = std::collections::HashMap<K, V, RandomState>;
@@ -12,7 +11,7 @@ type HashMap<K, V> = std::collections::HashMap<K, V, RandomState>;
 use super::model::{Assignment, Connector, Device, Failure, Group, GroupKind, Policy, TenantSettings, Timestamp, User};
 
 /// One durable change. The store logs these with their revision; replicas replay them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     PutUser(User),
     DeleteUser(String),

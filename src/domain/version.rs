@@ -4,8 +4,6 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
 /// A dotted numeric version, compared component by component; missing components count as 0.
 #[derive(Debug, Clone, Eq)]
 pub struct OsVersion(Vec<u32>);
@@ -128,24 +126,6 @@ impl fmt::Display for OsBuild {
         Ok(())
     }
 }
-
-macro_rules! serde_as_string {
-    ($t:ty) => {
-        impl Serialize for $t {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_str(self)
-            }
-        }
-        impl<'de> Deserialize<'de> for $t {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
-                s.parse().map_err(serde::de::Error::custom)
-            }
-        }
-    };
-}
-serde_as_string!(OsVersion);
-serde_as_string!(OsBuild);
 
 #[cfg(test)]
 mod tests {

@@ -8,8 +8,11 @@ use crate::error::{Error, Result};
 
 pub mod memory;
 pub mod postgres;
+mod records;
 mod sql;
 pub mod sqlite;
+
+pub(crate) use records::{decode, decode_changes, encode, encode_changes};
 
 /// What became of a commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,45 +74,34 @@ pub(crate) enum Row<'a> {
     },
 }
 
-fn json<T: serde::Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string(v).map_err(|e| Error::Storage(e.to_string()))
-}
-
-pub(crate) fn decode<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
-    serde_json::from_str(s).map_err(|e| Error::Storage(format!("corrupt row: {e}")))
-}
-
-pub(crate) fn encode_changes(changes: &[Change]) -> Result<String> {
-    json(&changes)
-}
-
 /// How each change maps onto the tables, shared by every backend.
 pub(crate) fn row(change: &Change) -> Result<Row<'_>> {
     use crate::domain::model::GroupKind;
     Ok(match change {
-        Change::PutUser(u) => Row::User(&u.id, Some(json(u)?)),
+        Change::PutUser(u) => Row::User(&u.id, Some(encode::<_, records::User>(u)?)),
         Change::DeleteUser(id) => Row::User(id, None),
         Change::PutGroup(g) => {
             let kind = match g.kind {
                 GroupKind::User => "user",
                 GroupKind::Device => "device",
             };
-            Row::Group(&g.id, kind, Some(json(g)?))
+            Row::Group(&g.id, kind, Some(encode::<_, records::Group>(g)?))
         }
         Change::DeleteGroup(id) => Row::Group(id, "", None),
         Change::PutDevice(d) => {
-            Row::Device { id: &d.id, user_id: &d.user_id, serial: &d.serial_number, body: Some(json(d)?) }
+            let body = Some(encode::<_, records::Device>(d)?);
+            Row::Device { id: &d.id, user_id: &d.user_id, serial: &d.serial_number, body }
         }
         Change::DeleteDevice(id) => Row::DeleteDevice(id),
-        Change::PutPolicy(p) => Row::Policy(&p.id, Some(json(p)?)),
+        Change::PutPolicy(p) => Row::Policy(&p.id, Some(encode::<_, records::Policy>(p)?)),
         Change::DeletePolicy(id) => Row::Policy(id, None),
         Change::PutAssignment(a) => {
             let empty = a.include_group_ids.is_empty() && a.exclude_group_ids.is_empty();
-            Row::Assignment(&a.policy_id, if empty { None } else { Some(json(a)?) })
+            Row::Assignment(&a.policy_id, if empty { None } else { Some(encode::<_, records::Assignment>(a)?) })
         }
-        Change::PutConnector(c) => Row::Singleton("connector", json(c)?),
-        Change::PutSettings(s) => Row::Singleton("settings", json(s)?),
-        Change::PutHeartbeat(t) => Row::Singleton("heartbeat", json(t)?),
+        Change::PutConnector(c) => Row::Singleton("connector", encode::<_, records::Connector>(c)?),
+        Change::PutSettings(s) => Row::Singleton("settings", encode::<_, records::Settings>(s)?),
+        Change::PutHeartbeat(t) => Row::Singleton("heartbeat", t.0.to_string()),
         Change::PutFailing { device_id, policy_id, failure } => {
             Row::Failing { device_id, policy_id, times: Some((failure.since.0, failure.grace_ends.0)) }
         }

@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use futures_util::TryStreamExt;
 use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 
-use super::{Row, Snapshot, decode};
-use crate::domain::model::{Assignment, Connector, Device, Failure, Group, Policy, TenantSettings, Timestamp, User};
+use super::{Row, Snapshot, decode, decode_changes, records};
+use crate::domain::model::{Failure, Timestamp};
 use crate::domain::{Change, State};
 use crate::error::{Error, Result};
 
@@ -277,17 +277,19 @@ impl Table {
     /// The change that puts a stored row back into a state.
     fn change(self, key: &str, body: &str) -> Result<Change> {
         Ok(match self {
-            Table::Users => Change::PutUser(decode::<User>(body)?),
-            Table::Groups => Change::PutGroup(decode::<Group>(body)?),
-            Table::Policies => Change::PutPolicy(decode::<Policy>(body)?),
-            Table::Assignments => Change::PutAssignment(decode::<Assignment>(body)?),
+            Table::Users => Change::PutUser(decode::<records::User, _>(body)?),
+            Table::Groups => Change::PutGroup(decode::<records::Group, _>(body)?),
+            Table::Policies => Change::PutPolicy(decode::<records::Policy, _>(body)?),
+            Table::Assignments => Change::PutAssignment(decode::<records::Assignment, _>(body)?),
             Table::Singletons => match key {
-                "connector" => Change::PutConnector(decode::<Connector>(body)?),
-                "settings" => Change::PutSettings(decode::<TenantSettings>(body)?),
-                "heartbeat" => Change::PutHeartbeat(decode::<Timestamp>(body)?),
+                "connector" => Change::PutConnector(decode::<records::Connector, _>(body)?),
+                "settings" => Change::PutSettings(decode::<records::Settings, _>(body)?),
+                "heartbeat" => Change::PutHeartbeat(Timestamp(
+                    body.parse().map_err(|_| Error::Storage(format!("corrupt row: heartbeat {body:?}")))?,
+                )),
                 other => return Err(Error::Storage(format!("unknown singleton {other:?}"))),
             },
-            Table::Devices => Change::PutDevice(decode::<Device>(body)?),
+            Table::Devices => Change::PutDevice(decode::<records::Device, _>(body)?),
         })
     }
 }
@@ -339,5 +341,5 @@ where
         .bind(i64::from(limit))
         .fetch_all(&mut *conn)
         .await?;
-    rows.into_iter().map(|(revision, changes)| Ok((revision as u64, decode(&changes)?))).collect()
+    rows.into_iter().map(|(revision, changes)| Ok((revision as u64, decode_changes(&changes)?))).collect()
 }
