@@ -1,9 +1,10 @@
 //! One conformance suite for every `Store` backend: each test is an async function of the
-//! store under test, run for the memory store and SQLite (a temporary directory) always, and
-//! for PostgreSQL when `POSTURE_TEST_DATABASE_URL` is set (e.g.
-//! `postgres://postgres@127.0.0.1:5432/test`), each PostgreSQL test in a fresh schema of its
-//! own that is dropped at the end. PostgreSQL-only behaviour (concurrent migrations, the URL
-//! options, the listener's reconnection, commits without advisory locks) is at the end.
+//! store under test, run for the memory store (where it is not about durability) and SQLite
+//! (a temporary directory), and for PostgreSQL: those are ignored unless asked for
+//! (`cargo test -- --ignored`) and then need `POSTURE_TEST_DATABASE_URL` (e.g.
+//! `postgres://postgres@127.0.0.1:5432/test`); each runs in a fresh schema of its own that is
+//! dropped at the end. PostgreSQL-only behaviour (concurrent migrations, the URL options, the
+//! listener's reconnection, commits without advisory locks) is at the end.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,13 +28,6 @@ use tempfile::TempDir;
 use tokio::sync::mpsc::Receiver;
 
 const DATABASE_URL: &str = "POSTURE_TEST_DATABASE_URL";
-/// Says so on the terminal even though the test harness captures `eprintln!`.
-fn skipped(why: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "{why}");
-}
-
-const SKIPPED: &str = "skipped: PostgreSQL conformance (set POSTURE_TEST_DATABASE_URL)";
 const NOTIFICATION_TIMEOUT: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------------------------
@@ -65,11 +59,6 @@ impl Db {
         }
     }
 
-    /// Whether what is committed survives dropping every handle.
-    fn durable(&self) -> bool {
-        !matches!(self, Db::Memory(_))
-    }
-
     fn is_postgres(&self) -> bool {
         matches!(self, Db::Postgres { .. })
     }
@@ -83,8 +72,12 @@ fn fresh_schema() -> String {
     format!("posture_test_{}_{n}_{:08x}", std::process::id(), random as u32)
 }
 
-fn database_url() -> Option<String> {
-    std::env::var(DATABASE_URL).ok().filter(|url| !url.is_empty())
+/// The PostgreSQL the ignored tests run against: asked for, they fail without one.
+fn database_url() -> String {
+    match std::env::var(DATABASE_URL) {
+        Ok(url) if !url.is_empty() => url,
+        _ => panic!("{DATABASE_URL} is not set: the PostgreSQL tests need a database, e.g. postgres://postgres@127.0.0.1:5432/test"),
+    }
 }
 
 async fn drop_schema(url: &str, schema: &str) {
@@ -120,17 +113,14 @@ async fn sqlite() -> Db {
     Db::Sqlite { _dir: dir, path }
 }
 
-async fn postgres() -> Option<Db> {
-    let Some(url) = database_url() else {
-        skipped(SKIPPED);
-        return None;
-    };
-    Some(Db::Postgres { url, schema: fresh_schema() })
+async fn postgres() -> Db {
+    Db::Postgres { url: database_url(), schema: fresh_schema() }
 }
 
-/// Each test function, once per backend: `memory::NAME`, `sqlite::NAME`, `postgres::NAME`.
+/// Each test function, once per backend: `memory::NAME` (for the tests of `all`), `sqlite::NAME`
+/// and `postgres::NAME`.
 macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
+    (all: [$($name:ident),* $(,)?], durable: [$($durable:ident),* $(,)?] $(,)?) => {
         mod memory {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,14 +136,26 @@ macro_rules! conformance {
                     super::run(super::sqlite().await, super::$name).await;
                 }
             )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $durable() {
+                    super::run(super::sqlite().await, super::$durable).await;
+                }
+            )*
         }
         mod postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[ignore = "needs PostgreSQL: set POSTURE_TEST_DATABASE_URL and run with --ignored"]
                 async fn $name() {
-                    if let Some(db) = super::postgres().await {
-                        super::run(db, super::$name).await;
-                    }
+                    super::run(super::postgres().await, super::$name).await;
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[ignore = "needs PostgreSQL: set POSTURE_TEST_DATABASE_URL and run with --ignored"]
+                async fn $durable() {
+                    super::run(super::postgres().await, super::$durable).await;
                 }
             )*
         }
@@ -161,16 +163,18 @@ macro_rules! conformance {
 }
 
 conformance!(
-    empty_store_loads_empty,
-    commits_number_revisions_from_one,
-    load_reproduces_the_applied_state,
-    deletes_persist,
-    changes_since_returns_later_revisions_in_order,
-    reopened_store_keeps_everything,
-    concurrent_commits_get_consecutive_revisions,
-    notifications_follow_commits_or_are_absent,
-    commits_land_only_on_the_head_they_expect,
-    failures_on_record_go_with_their_policy_and_outlive_their_device,
+    all: [
+        empty_store_loads_empty,
+        commits_number_revisions_from_one,
+        load_reproduces_the_applied_state,
+        deletes_persist,
+        changes_since_returns_later_revisions_in_order,
+        concurrent_commits_get_consecutive_revisions,
+        notifications_follow_commits_or_are_absent,
+        commits_land_only_on_the_head_they_expect,
+        failures_on_record_go_with_their_policy_and_outlive_their_device,
+    ],
+    durable: [reopened_store_keeps_everything],
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -554,10 +558,6 @@ async fn changes_since_returns_later_revisions_in_order(store: Arc<dyn Store>, _
 }
 
 async fn reopened_store_keeps_everything(store: Arc<dyn Store>, db: Arc<Db>) {
-    if !db.durable() {
-        eprintln!("skipped: the memory store is not durable");
-        return;
-    }
     let mut batches = organisation();
     batches.push(vec![Change::PutSettings(settings()), Change::DeleteDevice(device_id(3))]);
     commit_all(&*store, &batches).await;
@@ -765,10 +765,7 @@ mod postgres_only {
         F: FnOnce(String, String) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let Some(url) = database_url() else {
-            skipped(SKIPPED);
-            return;
-        };
+        let url = database_url();
         let schema = fresh_schema();
         let outcome = tokio::spawn(test(url.clone(), schema.clone())).await;
         drop_schema(&url, &schema).await;
@@ -778,6 +775,7 @@ mod postgres_only {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs PostgreSQL: set POSTURE_TEST_DATABASE_URL and run with --ignored"]
     async fn postgres_moves_old_bookkeeping_out_of_device_records() {
         with_schema(|url, schema| async move {
             let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
@@ -798,6 +796,7 @@ mod postgres_only {
     /// Replicas starting together on an empty schema: the migration lock lets one apply the
     /// migrations and the others find them applied.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs PostgreSQL: set POSTURE_TEST_DATABASE_URL and run with --ignored"]
     async fn replicas_migrating_together() {
         with_schema(|url, schema| async move {
             let opens = (0..4).map(|_| {
@@ -828,6 +827,7 @@ mod postgres_only {
     /// `store::open` takes postgres:// and postgresql:// URLs; the schema can come from
     /// sqlx's `options=-c search_path=NAME` (for a schema that exists) or `posture_schema`.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs PostgreSQL: set POSTURE_TEST_DATABASE_URL and run with --ignored"]
     async fn store_open_takes_postgres_urls() {
         with_schema(|url, schema| async move {
             let created = PostgresStore::open_in_schema(&url, &schema).await.expect("create the schema");
@@ -856,6 +856,7 @@ mod postgres_only {
     /// revision: the loser writes nothing and is told so; revisions stay distinct and
     /// consecutive.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs PostgreSQL: set POSTURE_TEST_DATABASE_URL and run with --ignored"]
     async fn commits_without_advisory_locks_stay_consecutive() {
         with_schema(|url, schema| async move {
             let options = PostgresOptions { schema: Some(schema), advisory_locks: false, ..PostgresOptions::default() };
@@ -898,6 +899,7 @@ mod postgres_only {
     /// When the listener's connection is killed, the feed reconnects, says "re-check" with the
     /// last revision it knew, and goes on delivering.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs PostgreSQL: set POSTURE_TEST_DATABASE_URL and run with --ignored"]
     async fn notifications_survive_a_lost_connection() {
         with_schema(|url, schema| async move {
             let store = PostgresStore::open_in_schema(&url, &schema).await.expect("open");
@@ -926,6 +928,7 @@ mod postgres_only {
 
     /// With `posture_notify=off` commits publish nothing and there is no feed: callers poll.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs PostgreSQL: set POSTURE_TEST_DATABASE_URL and run with --ignored"]
     async fn notify_can_be_turned_off() {
         with_schema(|url, schema| async move {
             let store = PostgresStore::open(&with_query(&url, &format!("posture_schema={schema}&posture_notify=off")))
