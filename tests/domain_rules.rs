@@ -15,7 +15,7 @@ use posture::domain::model::{
 };
 use posture::domain::summary;
 use posture::domain::targeting::{self, EnrollmentTarget, Preview};
-use posture::domain::version::{OsBuild, OsVersion};
+use posture::domain::version::OsVersion;
 use posture::domain::{Change, State, Timestamp, grace};
 use posture::engine::{GroupTargets, check_user_groups};
 use posture::error::Error;
@@ -37,10 +37,6 @@ fn ids(list: &[&str]) -> Vec<String> {
 }
 
 fn v(s: &str) -> OsVersion {
-    s.parse().unwrap()
-}
-
-fn b(s: &str) -> OsBuild {
     s.parse().unwrap()
 }
 
@@ -1207,11 +1203,6 @@ fn rule7_a_terminated_connector_disables_then_removes() {
     assert_eq!(codes(&decide(&state, "mac-ada", T0)), vec![ReasonCode::IntegrationDisabled]);
 }
 
-#[test]
-fn rule7_removal_is_ninety_days_after_termination() {
-    assert_eq!(access::REMOVAL_AFTER_DAYS, 90);
-}
-
 // ---------------------------------------------------------------------------------------------
 // Rule 8 (as far as diagnosis goes): least privilege for the partner
 // ---------------------------------------------------------------------------------------------
@@ -1249,14 +1240,6 @@ fn rule10_macs_before_10_12_are_unsupported() {
         assert_eq!(codes(&d), vec![expected], "macOS {os}");
     }
     assert_eq!(access::minimum_macos(), v("10.12"));
-}
-
-#[test]
-fn rule10_the_minimum_partner_version_is_10_1_0() {
-    assert_eq!(access::minimum_partner_version(), v("10.1.0"));
-    assert_eq!(access::minimum_partner_version().to_string(), "10.1.0");
-    assert!(v("10.0.9") < access::minimum_partner_version());
-    assert!(v("10.1") >= access::minimum_partner_version());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1482,9 +1465,15 @@ fn tenant_no_policy_treatment() {
 }
 
 #[test]
-fn tenant_validity_period_defaults_to_30_days() {
-    assert_eq!(TenantSettings::default().validity_days, 30);
-    assert_eq!(TenantSettings::default().no_policy, NoPolicyTreatment::Compliant);
+fn tenant_validity_period_is_30_days_unless_set() {
+    let mut state = org(&["ada"]);
+    let mut ada = mac("mac-ada", "ada", "S");
+    ada.last_check_in = T0.plus_days(-30).plus_secs(1);
+    put(&mut state, ada.clone());
+    assert!(!codes(&decide(&state, "mac-ada", T0)).contains(&ReasonCode::ValidityExpired));
+    ada.last_check_in = T0.plus_days(-30);
+    state.apply(Change::PutDevice(ada));
+    assert!(codes(&decide(&state, "mac-ada", T0)).contains(&ReasonCode::ValidityExpired));
 }
 
 #[test]
@@ -1575,57 +1564,7 @@ fn tenant_partner_verdict_validity_runs_from_the_decision_time() {
     assert_eq!(codes(&d), vec![ReasonCode::PartnerVerdictStale, ReasonCode::ValidityExpired]);
 }
 
-// ---------------------------------------------------------------------------------------------
-// OS versions and builds in policies
-// ---------------------------------------------------------------------------------------------
-
-#[test]
-fn policy_os_minimum_version_compares_numerically() {
-    let settings = PolicySettings { os_minimum_version: Some(v("11.0")), ..Default::default() };
-    let mut d = mac("m", "ada", "S");
-    d.os_version = v("10.15.7");
-    let r = compliance::check_settings(&settings, &d);
-    assert_eq!(
-        r,
-        vec![SettingResult {
-            setting: "os_minimum_version",
-            expected: ">= 11.0".into(),
-            actual: "10.15.7".into(),
-            state: ComplianceState::Noncompliant,
-        }]
-    );
-    for ok in ["11.0", "11", "14.2.1"] {
-        d.os_version = v(ok);
-        assert_eq!(compliance::check_settings(&settings, &d)[0].state, ComplianceState::Compliant, "{ok}");
-    }
-
-    let max = PolicySettings { os_maximum_version: Some(v("14.2")), ..Default::default() };
-    d.os_version = v("14.2.1");
-    assert_eq!(compliance::check_settings(&max, &d)[0].state, ComplianceState::Noncompliant);
-    d.os_version = v("14.2.0");
-    assert_eq!(compliance::check_settings(&max, &d)[0].state, ComplianceState::Compliant);
-}
-
-#[test]
-fn policy_os_minimum_build_compares_as_apple_builds() {
-    let settings = PolicySettings { os_minimum_build: Some(b("23A344")), ..Default::default() };
-    let mut d = mac("m", "ada", "S");
-    d.os_build = Some(b("22G120"));
-    let r = compliance::check_settings(&settings, &d);
-    assert_eq!(r[0].state, ComplianceState::Noncompliant);
-    assert_eq!((r[0].expected.as_str(), r[0].actual.as_str()), (">= 23A344", "22G120"));
-    d.os_build = Some(b("23C71"));
-    assert_eq!(compliance::check_settings(&settings, &d)[0].state, ComplianceState::Compliant);
-    d.os_build = Some(b("23A344"));
-    assert_eq!(compliance::check_settings(&settings, &d)[0].state, ComplianceState::Compliant);
-    d.os_build = None;
-    let r = compliance::check_settings(&settings, &d);
-    assert_eq!((r[0].state, r[0].actual.as_str()), (ComplianceState::Error, "not reported"));
-
-    let max = PolicySettings { os_maximum_build: Some(b("22G120")), ..Default::default() };
-    d.os_build = Some(b("23A344"));
-    assert_eq!(compliance::check_settings(&max, &d)[0].state, ComplianceState::Noncompliant);
-}
+// OS versions and builds in policies, and every other setting: tests/data/settings.toml.
 
 // ---------------------------------------------------------------------------------------------
 // The decision for another user

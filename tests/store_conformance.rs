@@ -76,7 +76,9 @@ fn fresh_schema() -> String {
 fn database_url() -> String {
     match std::env::var(DATABASE_URL) {
         Ok(url) if !url.is_empty() => url,
-        _ => panic!("{DATABASE_URL} is not set: the PostgreSQL tests need a database, e.g. postgres://postgres@127.0.0.1:5432/test"),
+        _ => panic!(
+            "{DATABASE_URL} is not set: the PostgreSQL tests need a database, e.g. postgres://postgres@127.0.0.1:5432/test"
+        ),
     }
 }
 
