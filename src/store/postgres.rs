@@ -108,6 +108,9 @@ impl PostgresStore {
     pub async fn open_with(url: &str, options: PostgresOptions) -> Result<Self> {
         let mut connect =
             PgConnectOptions::from_str(url).map_err(|e| Error::invalid("store", format!("{}: {e}", redact(url))))?;
+        // A commit is acknowledged once it is flushed (and, where the cluster has synchronous
+        // standbys, replicated): set per session, whatever the server's or database's default.
+        connect = connect.options([("synchronous_commit", "on")]);
         if let Some(schema) = &options.schema {
             check_schema_name(schema)?;
             connect = connect.options([("search_path", schema)]);
@@ -445,7 +448,29 @@ async fn forward(pool: PgPool, listener: PgListener, channel: String, sender: Se
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
+
+    /// A database whose default is `synchronous_commit = off` (which acknowledges commits
+    /// before they are durable) still gets durable commits from posture.
+    #[tokio::test]
+    #[ignore = "needs PostgreSQL: set POSTURE_TEST_DATABASE_URL and run with --ignored"]
+    async fn sessions_commit_synchronously_whatever_the_database_default() {
+        let url = std::env::var("POSTURE_TEST_DATABASE_URL").expect("POSTURE_TEST_DATABASE_URL");
+        let admin = PgPool::connect(&url).await.unwrap();
+        let database = format!("posture_sync_{}", std::process::id());
+        sqlx::query(&format!("CREATE DATABASE {database}")).execute(&admin).await.unwrap();
+        sqlx::query(&format!("ALTER DATABASE {database} SET synchronous_commit = off")).execute(&admin).await.unwrap();
+        let (base, query) = url.split_once('?').map_or((url.as_str(), None), |(b, q)| (b, Some(q)));
+        let at = base.rfind('/').unwrap();
+        let url = format!("{}/{database}{}", &base[..at], query.map(|q| format!("?{q}")).unwrap_or_default());
+        let store = PostgresStore::open(&url).await.unwrap();
+        let setting: String = sqlx::query_scalar("SHOW synchronous_commit").fetch_one(&store.pool).await.unwrap();
+        store.pool.close().await;
+        sqlx::query(&format!("DROP DATABASE {database} WITH (FORCE)")).execute(&admin).await.unwrap();
+        assert_eq!(setting, "on");
+    }
 
     #[test]
     fn posture_parameters_are_split_off_the_url() {
