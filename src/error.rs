@@ -90,6 +90,21 @@ impl From<Error> for Status {
             Error::OutOfRange(_) => Code::OutOfRange,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
         };
-        Status::new(code, e.to_string())
+        Status::new(code, bounded(e.to_string()))
     }
+}
+
+/// A status message travels in a header: keep it to what a person reads (and what every
+/// client accepts), whatever an error quotes.
+fn bounded(mut message: String) -> String {
+    const MAX: usize = 1024;
+    if message.len() > MAX {
+        let mut at = MAX;
+        while !message.is_char_boundary(at) {
+            at -= 1;
+        }
+        message.truncate(at);
+        message.push('…');
+    }
+    message
 }

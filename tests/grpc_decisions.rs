@@ -562,13 +562,19 @@ async fn preview_targeting_counts_an_unsaved_configuration() {
             revision: written,
         }
     );
-    // A user both included and excluded counts once, as excluded.
-    let r = targeting.preview_targeting(preview(&["contractors", "engineering"], &["contractors"])).await.unwrap();
+    // A user in an included and an excluded group (cara: engineering, mac-users) counts once,
+    // as excluded.
+    let r = targeting.preview_targeting(preview(&["engineering"], &["mac-users"])).await.unwrap();
     let r = r.into_inner();
     assert_eq!(
         (r.users_to_partner, r.devices_to_partner, r.users_excluded, r.devices_excluded, r.users_not_targeted),
-        (1, 1, 1, 1, 8)
+        (0, 0, 8, 4, 2)
     );
+    // One group both included and excluded is refused, as is a group listed twice.
+    let err = targeting.preview_targeting(preview(&["contractors", "engineering"], &["contractors"])).await.unwrap_err();
+    assert_status(&err, Code::InvalidArgument, &["exclude_group_ids[0]", "also in include_group_ids[0]"]);
+    let err = targeting.preview_targeting(preview(&["engineering", "engineering"], &[])).await.unwrap_err();
+    assert_status(&err, Code::InvalidArgument, &["include_group_ids[1]", "repeats include_group_ids[0]"]);
     // Nothing was saved.
     let connector_after = server.admin().get_connector(pb::GetConnectorRequest::default()).await.unwrap().into_inner();
     assert_eq!(connector_after, connector_before);

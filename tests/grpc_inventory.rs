@@ -103,7 +103,8 @@ async fn bad_items_get_their_own_errors_and_good_items_are_stored() {
             ),
             (2, "mac-cara", false, false, "devices[2].file_vault: 99 is not a known value"),
             (3, "", false, false, "devices[3].device_id: is required"),
-            (4, long_id.as_str(), false, false, "devices[4].device_id: is longer than 128 characters"),
+            // An answer names an item by at most an id's length of its id.
+            (4, &long_id[..128], false, false, "devices[4].device_id: is longer than 128 characters"),
             (5, "mac-finn", false, false, "devices[5].registration: is required (PARTNER or DIRECT)"),
             (6, "mac-gus", false, false, "devices[6].last_check_in: is required"),
             (7, "mac-hal", false, false, "devices[7].serial_number: is required"),
@@ -183,12 +184,19 @@ async fn a_failing_mac_keeps_its_grace_period_start_across_reports() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_device_repeated_within_a_batch_is_idempotent() {
+async fn a_device_repeated_within_a_batch_is_refused_after_its_first_report() {
     let server = TestServer::start().await;
     seed_org(&server).await;
     let ada = mac("mac-ada", "ada", "C02ADA0001");
-    let r = server.report(vec![ada.clone(), ada]).await;
-    assert_eq!(results(&r), vec![(0, "mac-ada", true, true, ""), (1, "mac-ada", true, false, "")]);
+    let mut other = ada.clone();
+    other.file_vault = pb::FileVaultState::NotEncrypted as i32;
+    let r = server.inventory().report_inventory(batch(vec![ada.clone(), other])).await.unwrap().into_inner();
+    let repeat = "devices[1].device_id: repeats devices[0].device_id: report each Mac once per batch";
+    assert_eq!(results(&r), vec![(0, "mac-ada", true, true, ""), (1, "mac-ada", false, false, repeat)]);
+    assert_decision(&server.check("ada", "mac-ada").await, D::Allow, S::Compliant, &["COMPLIANT"]);
+    // The same batch again: the first report is already stored, the repeat refused again.
+    let r = server.inventory().report_inventory(batch(vec![ada.clone(), ada])).await.unwrap().into_inner();
+    assert_eq!(results(&r), vec![(0, "mac-ada", true, false, ""), (1, "mac-ada", false, false, repeat)]);
     server.stop().await;
 }
 
@@ -301,11 +309,11 @@ async fn an_older_report_is_acknowledged_and_not_applied() {
     assert!(item.error.is_empty());
     assert_decision(&server.check("bob", "mac-bob").await, D::Deny, S::Noncompliant, &["NONCOMPLIANT"]);
 
-    // Within one batch too, in either order: the newer wins.
+    // A newer one is applied.
     let mut fixed = with_check_in(mac("mac-bob", "bob", "C02BOB0001"), 5);
     fixed.name = "fixed".into();
-    let r = server.inventory().report_inventory(batch(vec![fixed.clone(), compliant])).await.unwrap().into_inner();
-    assert_eq!(r.results.iter().map(|i| (i.changed, i.stale)).collect::<Vec<_>>(), [(true, false), (false, true)]);
+    let r = server.inventory().report_inventory(batch(vec![fixed.clone()])).await.unwrap().into_inner();
+    assert_eq!(r.results.iter().map(|i| (i.changed, i.stale)).collect::<Vec<_>>(), [(true, false)]);
     assert_decision(&server.check("bob", "mac-bob").await, D::Allow, S::Compliant, &["COMPLIANT"]);
 
     // An older partner verdict is stale even with a newer check-in.

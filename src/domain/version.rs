@@ -17,6 +17,15 @@ impl OsVersion {
     }
 }
 
+/// At most the first 40 characters of what was sent, for an error message: a message that
+/// echoes a huge value would not fit in a gRPC status.
+fn quote(s: &str) -> String {
+    match s.char_indices().nth(40) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_string(),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("\"{0}\" is not a version: use numbers separated by dots, such as 14.2.1")]
 pub struct BadVersion(pub String);
@@ -24,7 +33,7 @@ pub struct BadVersion(pub String);
 impl FromStr for OsVersion {
     type Err = BadVersion;
     fn from_str(s: &str) -> Result<Self, BadVersion> {
-        let bad = || BadVersion(s.to_string());
+        let bad = || BadVersion(quote(s));
         if s.is_empty() || s.len() > 32 {
             return Err(bad());
         }
@@ -90,7 +99,7 @@ pub struct BadBuild(pub String);
 impl FromStr for OsBuild {
     type Err = BadBuild;
     fn from_str(s: &str) -> Result<Self, BadBuild> {
-        let bad = || BadBuild(s.to_string());
+        let bad = || BadBuild(quote(s));
         let b = s.as_bytes();
         if b.len() > 16 {
             return Err(bad());

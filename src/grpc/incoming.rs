@@ -14,15 +14,24 @@ pub const MAX_BATCH: usize = 1000;
 pub const MAX_GROUP_LIST: usize = 1000;
 pub const MAX_GROUP_MEMBERS: usize = 1_000_000;
 
-/// A required identifier: 1 to 128 printable characters.
+/// A required identifier: 1 to 128 characters that all show. An id that reads as another is a
+/// second Mac or user that looks like the first (`mac-ada` followed by U+200B), so invisible
+/// characters, direction overrides and surrounding spaces are refused.
 pub fn id(field: &str, value: &str) -> Result<String> {
     if value.is_empty() {
         return Err(Error::invalid(field, "is required"));
     }
+    if value.chars().any(invisible) {
+        return Err(Error::invalid(field, "contains an invisible character (zero-width, joiner or other format character)"));
+    }
+    if value.trim() != value {
+        return Err(Error::invalid(field, "starts or ends with white space"));
+    }
     text(field, value, MAX_ID_LEN)
 }
 
-/// Optional free text up to `max` characters, without control characters.
+/// Optional free text up to `max` characters, without control characters or direction
+/// overrides (which make text display as other text).
 pub fn text(field: &str, value: &str, max: usize) -> Result<String> {
     if value.chars().count() > max {
         return Err(Error::invalid(field, format!("is longer than {max} characters")));
@@ -30,7 +39,54 @@ pub fn text(field: &str, value: &str, max: usize) -> Result<String> {
     if value.chars().any(char::is_control) {
         return Err(Error::invalid(field, "contains control characters"));
     }
+    if value.chars().any(direction_control) {
+        return Err(Error::invalid(field, "contains a text-direction control character"));
+    }
     Ok(value.to_string())
+}
+
+/// Bidirectional formatting characters: marks, embeddings, overrides and isolates.
+fn direction_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Characters that take no visible space: zero-width spaces and joiners, invisible operators,
+/// variation selectors, fillers, line and paragraph separators, tags, and direction controls.
+fn invisible(c: char) -> bool {
+    direction_control(c)
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{034F}'
+                | '\u{115F}'
+                | '\u{1160}'
+                | '\u{17B4}'
+                | '\u{17B5}'
+                | '\u{180B}'..='\u{180F}'
+                | '\u{200B}'..='\u{200D}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{206A}'..='\u{206F}'
+                | '\u{3164}'
+                | '\u{FE00}'..='\u{FE0F}'
+                | '\u{FEFF}'
+                | '\u{FFA0}'
+                | '\u{FFF0}'..='\u{FFFB}'
+                | '\u{E0000}'..='\u{E007F}'
+                | '\u{E0100}'..='\u{E01EF}'
+        )
+}
+
+/// Refuses a value that a list holds twice, naming both places: `list[i]suffix`.
+fn once<'a>(list: &str, suffix: &str, values: impl IntoIterator<Item = &'a str>) -> Result<()> {
+    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, v) in values.into_iter().enumerate() {
+        if let Some(first) = seen.insert(v, i) {
+            return Err(Error::invalid(format!("{list}[{i}]{suffix}"), format!("repeats {list}[{first}]{suffix}; list each once")));
+        }
+    }
+    Ok(())
 }
 
 /// At most `max` identifiers, each valid.
@@ -46,12 +102,21 @@ pub fn required<'a, T>(field: &str, value: Option<&'a T>) -> Result<&'a T> {
     value.ok_or_else(|| Error::invalid(field, "is required"))
 }
 
-/// A targeting configuration: include and exclude group ids.
+/// A targeting configuration: include and exclude group ids, each listed once, and no group
+/// both included and excluded (it would be excluded: say so rather than guess what was meant).
 pub fn targets(include: &[String], exclude: &[String]) -> Result<GroupTargets> {
-    Ok(GroupTargets {
-        include: ids("include_group_ids", include, MAX_GROUP_LIST)?,
-        exclude: ids("exclude_group_ids", exclude, MAX_GROUP_LIST)?,
-    })
+    let include = ids("include_group_ids", include, MAX_GROUP_LIST)?;
+    let exclude = ids("exclude_group_ids", exclude, MAX_GROUP_LIST)?;
+    once("include_group_ids", "", include.iter().map(String::as_str))?;
+    once("exclude_group_ids", "", exclude.iter().map(String::as_str))?;
+    if let Some((i, g)) = exclude.iter().enumerate().find(|(_, g)| include.contains(g)) {
+        let j = include.iter().position(|x| x == g).unwrap_or_default();
+        return Err(Error::invalid(
+            format!("exclude_group_ids[{i}]"),
+            format!("group {g} is also in include_group_ids[{j}]: a group is either included or excluded"),
+        ));
+    }
+    Ok(GroupTargets { include, exclude })
 }
 
 /// A proto enum value: unknown numbers are refused, naming the field.
@@ -76,8 +141,15 @@ fn opt_build(field: &str, value: &str) -> Result<Option<OsBuild>> {
 
 fn time(field: &str, t: Option<&prost_types::Timestamp>) -> Result<Timestamp> {
     let t = t.ok_or_else(|| Error::invalid(field, "is required"))?;
+    if !(0..1_000_000_000).contains(&t.nanos) {
+        return Err(Error::invalid(field, format!("nanos {} is outside 0..=999999999", t.nanos)));
+    }
     if t.seconds < 0 {
         return Err(Error::invalid(field, "is before 1970"));
+    }
+    // Year 10000: beyond any clock, and beyond what a Timestamp may hold.
+    if t.seconds >= 253_402_300_800 {
+        return Err(Error::invalid(field, "is after the year 9999"));
     }
     Ok(Timestamp(t.seconds))
 }
@@ -213,11 +285,28 @@ pub fn reports(r: &pb::ReportInventoryRequest) -> Result<Vec<(String, Result<m::
         let msg = format!("has {} reports; send at most {MAX_BATCH} per batch", devices.len());
         return Err(Error::invalid("devices", msg));
     }
+    let mut first: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     Ok(devices
         .iter()
         .enumerate()
-        .map(|(i, d)| (d.device_id.clone(), m::Device::try_from(d).map_err(|e| e.within(&format!("devices[{i}]")))))
+        .map(|(i, d)| {
+            let checked = m::Device::try_from(d).map_err(|e| e.within(&format!("devices[{i}]")));
+            // A Mac reported twice in one batch: which report is meant? Refuse the repeat.
+            let checked = checked.and_then(|device| match first.insert(&d.device_id, i) {
+                Some(j) => Err(Error::invalid(
+                    format!("devices[{i}].device_id"),
+                    format!("repeats devices[{j}].device_id: report each Mac once per batch"),
+                )),
+                None => Ok(device),
+            });
+            (short(&d.device_id), checked)
+        })
         .collect())
+}
+
+/// An id as sent, cut to the length an id may have, to name an item in an answer.
+fn short(id: &str) -> String {
+    id.chars().take(MAX_ID_LEN).collect()
 }
 
 // ---- policies ----
@@ -357,6 +446,16 @@ pub struct Directory {
 
 pub fn directory(r: &pb::SyncDirectoryRequest) -> Result<Directory> {
     let each = |at: &str, i: usize, e: Error| e.within(&format!("{at}[{i}]"));
+    once("users", ".id", r.users.iter().map(|u| u.id.as_str()))?;
+    once("groups", ".id", r.groups.iter().map(|g| g.id.as_str()))?;
+    once("removed_user_ids", "", r.removed_user_ids.iter().map(String::as_str))?;
+    once("removed_group_ids", "", r.removed_group_ids.iter().map(String::as_str))?;
+    if let Some((i, id)) = r.removed_user_ids.iter().enumerate().find(|(_, id)| r.users.iter().any(|u| &u.id == *id)) {
+        return Err(Error::invalid(format!("removed_user_ids[{i}]"), format!("user {} is also upserted in users", short(id))));
+    }
+    if let Some((i, id)) = r.removed_group_ids.iter().enumerate().find(|(_, id)| r.groups.iter().any(|g| &g.id == *id)) {
+        return Err(Error::invalid(format!("removed_group_ids[{i}]"), format!("group {} is also upserted in groups", short(id))));
+    }
     Ok(Directory {
         users: r
             .users
