@@ -97,8 +97,11 @@ impl Credentials {
         let header = header.ok_or_else(|| {
             Error::Unauthenticated("missing authorization metadata: send \"authorization: Bearer <secret>\"".into())
         })?;
+        // The scheme is case-insensitive (RFC 7235): "Bearer", "bearer", "BEARER".
         let secret = header
-            .strip_prefix("Bearer ")
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, secret)| secret)
             .ok_or_else(|| Error::Unauthenticated("authorization must be \"Bearer <secret>\"".into()))?;
         let digest: [u8; 32] = Sha256::digest(secret.trim().as_bytes()).into();
         self.by_digest.get(&digest).cloned().ok_or_else(|| Error::Unauthenticated("unknown or revoked secret".into()))

@@ -24,8 +24,26 @@ pub struct FileConfig {
     /// e.g. "30s"
     #[serde(default, with = "humantime_serde_opt")]
     pub max_staleness: Option<Duration>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub default_deadline: Option<Duration>,
+    pub max_concurrent_calls: Option<usize>,
+    pub max_watch_streams: Option<usize>,
+    pub max_watch_streams_per_credential: Option<usize>,
+    pub reflection: Option<Reflection>,
+    pub insecure: Option<bool>,
     #[serde(default)]
     pub credentials: Vec<CredentialConfig>,
+}
+
+/// Who may use server reflection (how grpcurl learns the API without proto files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Reflection {
+    /// Anyone who can reach the port.
+    #[default]
+    Public,
+    /// Callers with a credential (any role).
+    Authenticated,
 }
 
 /// `max_staleness = "30s"` in the file, read with humantime like the flag.
@@ -65,6 +83,24 @@ pub struct Overrides {
     /// and denies every access, e.g. 30s, 2m [default: 30s]
     #[arg(long, env = "POSTURE_MAX_STALENESS", value_parser = humantime::parse_duration)]
     pub max_staleness: Option<Duration>,
+    /// The deadline of a call that carries none; a caller's own is honoured up to it [default: 30s]
+    #[arg(long, env = "POSTURE_DEFAULT_DEADLINE", value_parser = humantime::parse_duration)]
+    pub default_deadline: Option<Duration>,
+    /// Calls served at once (health checks aside); beyond it, RESOURCE_EXHAUSTED at once [default: 1024]
+    #[arg(long, env = "POSTURE_MAX_CONCURRENT_CALLS")]
+    pub max_concurrent_calls: Option<usize>,
+    /// WatchCompliance streams open at once, in all [default: 1000]
+    #[arg(long, env = "POSTURE_MAX_WATCH_STREAMS")]
+    pub max_watch_streams: Option<usize>,
+    /// WatchCompliance streams open at once per credential [default: 100]
+    #[arg(long, env = "POSTURE_MAX_WATCH_STREAMS_PER_CREDENTIAL")]
+    pub max_watch_streams_per_credential: Option<usize>,
+    /// Who may use server reflection [default: public]
+    #[arg(long, env = "POSTURE_REFLECTION", value_enum)]
+    pub reflection: Option<Reflection>,
+    /// Serve with no credentials on a non-loopback address: every caller may call every RPC
+    #[arg(long, env = "POSTURE_INSECURE")]
+    pub insecure: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +111,10 @@ pub struct Config {
     pub demo: bool,
     pub cache_capacity: u64,
     pub max_staleness: Duration,
+    pub limits: crate::layers::Limits,
+    pub watch: crate::engine::WatchLimits,
+    pub reflection: Reflection,
+    pub insecure: bool,
     pub credentials: Vec<CredentialConfig>,
 }
 
@@ -108,6 +148,24 @@ impl Config {
             max_staleness >= Duration::from_millis(100),
             "max_staleness must be at least 100ms (replicas confirm the store's head every few hundred milliseconds)"
         );
+        let defaults = crate::layers::Limits::default();
+        let limits = crate::layers::Limits {
+            default_deadline: o.default_deadline.or(file.default_deadline).unwrap_or(defaults.default_deadline),
+            max_concurrent_calls: o
+                .max_concurrent_calls
+                .or(file.max_concurrent_calls)
+                .unwrap_or(defaults.max_concurrent_calls),
+        };
+        anyhow::ensure!(limits.max_concurrent_calls > 0, "max_concurrent_calls must be at least 1");
+        anyhow::ensure!(!limits.default_deadline.is_zero(), "default_deadline must be longer than 0");
+        let watch_defaults = crate::engine::WatchLimits::default();
+        let watch = crate::engine::WatchLimits {
+            streams: o.max_watch_streams.or(file.max_watch_streams).unwrap_or(watch_defaults.streams),
+            streams_per_credential: o
+                .max_watch_streams_per_credential
+                .or(file.max_watch_streams_per_credential)
+                .unwrap_or(watch_defaults.streams_per_credential),
+        };
         Ok(Config {
             listen,
             data_dir,
@@ -115,6 +173,10 @@ impl Config {
             demo: o.demo || file.demo.unwrap_or(false),
             cache_capacity,
             max_staleness,
+            limits,
+            watch,
+            reflection: o.reflection.or(file.reflection).unwrap_or_default(),
+            insecure: o.insecure || file.insecure.unwrap_or(false),
             credentials: file.credentials,
         })
     }

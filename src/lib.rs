@@ -9,6 +9,7 @@ pub mod domain;
 pub mod engine;
 pub mod error;
 pub mod grpc;
+pub mod layers;
 pub mod proto;
 pub mod server;
 pub mod store;

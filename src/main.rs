@@ -18,11 +18,10 @@ struct Cli {
 enum Command {
     /// Run the gRPC server.
     Serve(posture::config::Overrides),
-    /// Print the SHA-256 digest of a secret, for a credential's `secret_sha256`.
-    HashSecret {
-        /// The secret.
-        secret: String,
-    },
+    /// Print the SHA-256 digest of a secret read from standard input (never from the command
+    /// line, where it would stay in the shell's history and show in the process list), for a
+    /// credential's `secret_sha256`. E.g. `read -rs S && printf %s "$S" | posture hash-secret`.
+    HashSecret,
 }
 
 #[tokio::main]
@@ -38,11 +37,23 @@ async fn main() -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
             posture::server::serve(config, listener, shutdown_signal()).await
         }
-        Command::HashSecret { secret } => {
-            println!("{}", posture::auth::sha256_hex(&secret));
+        Command::HashSecret => {
+            println!("{}", posture::auth::sha256_hex(&read_secret(std::io::stdin().lock())?));
             Ok(())
         }
     }
+}
+
+/// The secret on `input`: its first line, without the line break.
+fn read_secret(mut input: impl std::io::BufRead) -> anyhow::Result<String> {
+    let mut line = String::new();
+    input.read_line(&mut line)?;
+    let secret = line.strip_suffix('\n').map(|s| s.strip_suffix('\r').unwrap_or(s)).unwrap_or(&line);
+    anyhow::ensure!(
+        !secret.is_empty(),
+        "no secret on standard input: pipe it in, e.g. printf %s \"$SECRET\" | posture hash-secret"
+    );
+    Ok(secret.to_string())
 }
 
 /// SIGINT or SIGTERM.

@@ -2,10 +2,12 @@
 //! standard health service (a status per service) and reflection (v1 and v1alpha).
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
@@ -13,8 +15,11 @@ use tonic_health::ServingStatus;
 use crate::auth::{self, Credentials, Role};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::config::Reflection;
+use crate::engine::WatchLimits;
 use crate::engine::{Engine, WatchConfig, Watcher};
 use crate::grpc::Handlers;
+use crate::layers::{Bounds, Limits};
 use crate::proto::{
     self, admin_service_server::AdminServiceServer, compliance_service_server::ComplianceServiceServer,
     inventory_service_server::InventoryServiceServer, targeting_service_server::TargetingServiceServer,
@@ -39,9 +44,6 @@ pub async fn open_engine(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Resu
         credentials = crate::demo::credentials();
     }
     let credentials = Arc::new(Credentials::new(&credentials)?);
-    if !credentials.enabled() {
-        tracing::warn!("no credentials configured: authentication is OFF and every caller may call every RPC");
-    }
     let store = crate::store::open(&config.store).await?;
     let engine = Engine::open(store, clock, config.cache_capacity, credentials).await?;
     let engine = Arc::new(engine.with_max_staleness(config.max_staleness));
@@ -54,11 +56,47 @@ pub async fn open_engine(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Resu
 /// Runs the server on `listener` until `shutdown` completes, then drains in-flight calls.
 pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let engine = open_engine(&config, Arc::new(SystemClock)).await?;
-    serve_engine(engine, listener, shutdown).await
+    check_exposure(listener.local_addr()?, engine.credentials(), config.insecure)?;
+    serve_engine(engine, Serving::from(&config), listener, shutdown).await
+}
+
+/// How the server serves: its limits, and who may use reflection.
+#[derive(Debug, Clone, Default)]
+pub struct Serving {
+    pub limits: Limits,
+    pub watch: WatchLimits,
+    pub reflection: Reflection,
+}
+
+impl From<&Config> for Serving {
+    fn from(c: &Config) -> Self {
+        Serving { limits: c.limits.clone(), watch: c.watch, reflection: c.reflection }
+    }
+}
+
+/// No open default: with no credentials, posture serves only on a loopback address, unless
+/// told to serve open (`--insecure`), which it then says loudly.
+pub fn check_exposure(addr: SocketAddr, credentials: &Credentials, insecure: bool) -> anyhow::Result<()> {
+    if credentials.enabled() {
+        return Ok(());
+    }
+    if addr.ip().is_loopback() {
+        tracing::warn!(%addr, "no credentials configured: authentication is OFF (this address is loopback only)");
+        return Ok(());
+    }
+    anyhow::ensure!(
+        insecure,
+        "refusing to listen on {addr} with no credentials configured: anyone who reaches it could call every RPC, \
+         AdminService included. Configure credentials (see the README's configuration section), listen on \
+         127.0.0.1, or pass --insecure to serve open on purpose"
+    );
+    tracing::error!(%addr, "INSECURE: no credentials configured and listening beyond loopback: every caller may call every RPC, AdminService included");
+    Ok(())
 }
 
 pub async fn serve_engine(
     engine: Arc<Engine>,
+    serving: Serving,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -76,13 +114,25 @@ pub async fn serve_engine(
     };
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
+    // Public by default (grpcurl needs no proto files); with `authenticated`, any credential.
+    let creds = engine.credentials().clone();
+    let reflect = |service| auth::require(creds.clone(), service, &[Role::Admin, Role::Gateway, Role::Partner]);
+    let (public_v1, public_v1alpha, authed_v1, authed_v1alpha) = match serving.reflection {
+        Reflection::Public => (Some(reflection_v1), Some(reflection_v1alpha), None, None),
+        Reflection::Authenticated => (
+            None,
+            None,
+            Some(InterceptedService::new(reflection_v1, reflect("ServerReflection"))),
+            Some(InterceptedService::new(reflection_v1alpha, reflect("ServerReflection"))),
+        ),
+    };
 
     // Both follow the engine until shutdown; the watcher is hooked before anything is served.
     let (stop_following, following) = tokio::sync::watch::channel(false);
     let follower = tokio::spawn(engine.clone().follow(following.clone()));
-    let (watcher, watching) = Watcher::spawn(engine.clone(), WatchConfig::default(), following);
+    let watch = WatchConfig { limits: serving.watch, ..WatchConfig::default() };
+    let (watcher, watching) = Watcher::spawn(engine.clone(), watch, following);
 
-    let creds = engine.credentials().clone();
     let handlers = Handlers { engine: engine.clone(), watcher: watcher.clone() };
     const READERS: &[Role] = &[Role::Admin, Role::Gateway];
     let compliance = ComplianceServiceServer::with_interceptor(
@@ -106,7 +156,8 @@ pub async fn serve_engine(
     let addr = listener.local_addr()?;
     // Without TCP_NODELAY, pipelined responses wait on delayed ACKs (40 ms each).
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    tracing::info!(%addr, revision = engine.revision(), "posture serving");
+    let authentication = if engine.credentials().enabled() { "on" } else { "OFF" };
+    tracing::info!(%addr, revision = engine.revision(), authentication, "posture serving");
     let (drained, draining) = tokio::sync::oneshot::channel::<()>();
     let drain = async move {
         shutdown.await;
@@ -121,9 +172,12 @@ pub async fn serve_engine(
         let _ = drained.send(());
     };
     let serving = Server::builder()
+        .layer(Bounds::new(serving.limits))
         .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+        .add_optional_service(public_v1)
+        .add_optional_service(public_v1alpha)
+        .add_optional_service(authed_v1)
+        .add_optional_service(authed_v1alpha)
         .add_service(compliance)
         .add_service(targeting)
         .add_service(inventory)

@@ -808,7 +808,7 @@ async fn a_replica_cut_off_from_its_store_denies_past_its_maximum_staleness_and_
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let following = tokio::spawn(engine.clone().follow(shutdown.clone()));
     let (watcher, _watching) = Watcher::spawn(engine.clone(), WatchConfig::default(), shutdown);
-    let mut stream = watcher.subscribe(Start::Now, vec![]).await.unwrap();
+    let mut stream = watcher.subscribe("", Start::Now, vec![]).await.unwrap();
     let mut available = engine.available();
     assert!(engine.check_access("d0").0.allow);
 
@@ -826,7 +826,7 @@ async fn a_replica_cut_off_from_its_store_denies_past_its_maximum_staleness_and_
     // Watch streams end, telling the client to go elsewhere; new ones are refused.
     let ended = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.unwrap();
     assert!(matches!(&ended, Some(Err(Error::Unavailable(m))) if m.contains("another replica")), "{ended:?}");
-    assert!(matches!(watcher.subscribe(Start::Now, vec![]).await, Err(Error::Unavailable(_))));
+    assert!(matches!(watcher.subscribe("", Start::Now, vec![]).await, Err(Error::Unavailable(_))));
 
     store.down.store(false, Ordering::SeqCst);
     tokio::time::timeout(Duration::from_secs(5), available.wait_for(|a| *a)).await.unwrap().unwrap();
@@ -976,4 +976,27 @@ async fn a_terminated_connectors_macs_are_noncompliant_at_once_and_removed_at_th
     let (d, _) = engine.check_access("d0");
     assert_eq!(d.reasons.iter().map(|r| r.code).collect::<Vec<_>>(), [ReasonCode::DeviceUnknown]);
     assert_eq!(engine.remove_terminated_devices().await.unwrap(), 0, "nothing left to remove");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// GetComplianceSummary counts from the watcher's running tally, not a pass over the state:
+    /// after any changes it says what deciding every device afresh would.
+    #[test]
+    fn the_running_tally_equals_a_fresh_count(spec in org_spec(), changes in prop::collection::vec(tighten(), 0..6)) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async {
+            let (engine, _clock) = build(&spec, Arc::new(MemoryStore::default())).await;
+            let (_stop, shutdown) = tokio::sync::watch::channel(false);
+            let (watcher, _task) = Watcher::spawn(engine.clone(), WatchConfig::default(), shutdown);
+            for change in &changes {
+                apply_tightening(&engine, change).await;
+            }
+            watcher.wait_settled(engine.revision(), Duration::from_secs(10)).await.unwrap();
+            let (counted, revision) = watcher.summary();
+            assert_eq!(revision, engine.revision());
+            assert_eq!(counted, engine.read(posture::domain::summary::summarize).0, "{spec:#?} {changes:?}");
+        });
+    }
 }

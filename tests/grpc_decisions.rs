@@ -216,10 +216,9 @@ async fn evaluate_device_returns_every_configured_setting() {
     let mut cara = mac("mac-cara", "cara", "C02CARA001");
     cara.password.as_mut().unwrap().min_length = Some(8);
     let bob = without_file_vault(mac("mac-bob", "bob", "C02BOB0001"));
-    let (server, written) = server_with(vec![bob, cara]).await;
     // Both failures began to count at the check-in that showed them (grace 0 for baseline).
-    let checked_in = mac("mac-bob", "bob", "C02BOB0001").last_check_in.unwrap();
-    let (baseline_at, passwords_at) = (checked_in, checked_in);
+    let (baseline_at, passwords_at) = (bob.last_check_in.unwrap(), cara.last_check_in.unwrap());
+    let (server, written) = server_with(vec![bob, cara]).await;
     let setting = |setting: &str, expected: &str, actual: &str, state: S| pb::SettingResult {
         setting: setting.into(),
         expected: expected.into(),
@@ -571,7 +570,8 @@ async fn preview_targeting_counts_an_unsaved_configuration() {
         (0, 0, 8, 4, 2)
     );
     // One group both included and excluded is refused, as is a group listed twice.
-    let err = targeting.preview_targeting(preview(&["contractors", "engineering"], &["contractors"])).await.unwrap_err();
+    let err =
+        targeting.preview_targeting(preview(&["contractors", "engineering"], &["contractors"])).await.unwrap_err();
     assert_status(&err, Code::InvalidArgument, &["exclude_group_ids[0]", "also in include_group_ids[0]"]);
     let err = targeting.preview_targeting(preview(&["engineering", "engineering"], &[])).await.unwrap_err();
     assert_status(&err, Code::InvalidArgument, &["include_group_ids[1]", "repeats include_group_ids[0]"]);

@@ -151,7 +151,13 @@ async fn a_terminated_connectors_macs_are_denied_at_once_and_removed_at_the_remo
     let (server, clock) = server_at_t0().await;
     seed_org(&server).await;
     let macs = ["mac-ada", "mac-bob"];
-    server.report(vec![mac_at("mac-ada", "ada", "C02ADA0001", T0), mac_at("mac-bob", "bob", "C02BOB0001", T0)]).await;
+    let reported = server
+        .report(vec![mac_at("mac-ada", "ada", "C02ADA0001", T0), mac_at("mac-bob", "bob", "C02BOB0001", T0)])
+        .await
+        .revision;
+    // Once the watcher has decided the reports (the summary counts them), watch from now on.
+    let counted = pb::GetComplianceSummaryRequest { min_revision: reported };
+    assert_eq!(server.compliance().get_compliance_summary(counted).await.unwrap().into_inner().allowed, 2);
     let mut events =
         server.compliance().watch_compliance(pb::WatchComplianceRequest::default()).await.unwrap().into_inner();
     let next = async |events: &mut tonic::Streaming<pb::ComplianceEvent>| {

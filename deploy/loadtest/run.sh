@@ -37,7 +37,7 @@ cat > "$WORK/posture.toml" <<TOML
 [[credentials]]
 id = "load-gateway"
 role = "gateway"
-secret_sha256 = ["$($BIN hash-secret $SECRET)"]
+secret_sha256 = ["$(printf %s "$SECRET" | $BIN hash-secret)"]
 TOML
 
 start_server "$WORK/server.log" --listen 127.0.0.1:$PORT --data-dir "$WORK/data" --config "$WORK/posture.toml"

@@ -1,9 +1,9 @@
 //! Counts of devices by compliance state and by reason: how many users and devices a
 //! problem affects, answered by the service itself (DOMAIN rule 11).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::access::{self, ReasonCode};
+use super::access::{self, DeviceDecision, ReasonCode};
 use super::compliance::ComplianceState;
 use super::model::Timestamp;
 use super::state::State;
@@ -18,30 +18,83 @@ pub struct Summary {
     pub by_reason: BTreeMap<ReasonCode, (u64, u64)>,
 }
 
-pub fn summarize(state: &State, now: Timestamp) -> Summary {
-    let mut s = Summary::default();
-    let mut users: BTreeMap<ReasonCode, HashSet<&str>> = BTreeMap::new();
-    for device in state.devices() {
-        let d = access::decide(state, &device.id, now);
-        s.devices += 1;
-        if d.allow {
-            s.allowed += 1;
-        } else {
-            s.denied += 1;
+/// Counts of decisions, kept up to date one decision at a time: what a summary says without
+/// deciding every device again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    devices: u64,
+    allowed: u64,
+    by_state: BTreeMap<ComplianceState, u64>,
+    /// reason → (devices, how many of those devices each user has)
+    by_reason: BTreeMap<ReasonCode, (u64, HashMap<String, u64>)>,
+}
+
+impl Tally {
+    /// Counts a device's decision (an unknown device's counts for nothing).
+    pub fn add(&mut self, d: &DeviceDecision) {
+        let Some(user) = &d.primary_user_id else { return };
+        self.devices += 1;
+        self.allowed += u64::from(d.allow);
+        *self.by_state.entry(d.state).or_default() += 1;
+        for code in distinct_codes(d) {
+            let (devices, users) = self.by_reason.entry(code).or_default();
+            *devices += 1;
+            *users.entry(user.clone()).or_default() += 1;
         }
-        *s.by_state.entry(d.state).or_default() += 1;
-        let mut seen = HashSet::new();
-        for r in &d.reasons {
-            if seen.insert(r.code) {
-                s.by_reason.entry(r.code).or_default().0 += 1;
-                users.entry(r.code).or_default().insert(device.user_id.as_str());
+    }
+
+    /// Takes back a decision counted before.
+    pub fn remove(&mut self, d: &DeviceDecision) {
+        let Some(user) = &d.primary_user_id else { return };
+        self.devices -= 1;
+        self.allowed -= u64::from(d.allow);
+        decrement(&mut self.by_state, d.state);
+        for code in distinct_codes(d) {
+            if let Some((devices, users)) = self.by_reason.get_mut(&code) {
+                *devices -= 1;
+                if let Some(n) = users.get_mut(user) {
+                    *n -= 1;
+                    if *n == 0 {
+                        users.remove(user);
+                    }
+                }
+                if *devices == 0 {
+                    self.by_reason.remove(&code);
+                }
             }
         }
     }
-    for (code, u) in users {
-        if let Some(e) = s.by_reason.get_mut(&code) {
-            e.1 = u.len() as u64;
+
+    pub fn summary(&self) -> Summary {
+        Summary {
+            devices: self.devices,
+            allowed: self.allowed,
+            denied: self.devices - self.allowed,
+            by_state: self.by_state.clone(),
+            by_reason: self.by_reason.iter().map(|(code, (d, users))| (*code, (*d, users.len() as u64))).collect(),
         }
     }
-    s
+}
+
+/// A decision's reason codes, each once.
+fn distinct_codes(d: &DeviceDecision) -> BTreeSet<ReasonCode> {
+    d.reasons.iter().map(|r| r.code).collect()
+}
+
+fn decrement<K: Ord>(map: &mut BTreeMap<K, u64>, key: K) {
+    if let Some(n) = map.get_mut(&key) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(&key);
+        }
+    }
+}
+
+/// Every device decided afresh, and counted.
+pub fn summarize(state: &State, now: Timestamp) -> Summary {
+    let mut tally = Tally::default();
+    for device in state.devices() {
+        tally.add(&access::decide(state, &device.id, now));
+    }
+    tally.summary()
 }

@@ -21,7 +21,7 @@ pub mod watch;
 
 pub use admin::{GroupTargets, check_user_groups};
 pub use inventory::{ItemOutcome, ReportOutcome};
-pub use watch::{WatchConfig, Watcher};
+pub use watch::{WatchConfig, WatchLimits, Watcher};
 
 /// What `apply` tells a watcher: the revision just applied and the decisions it can have changed.
 pub type Applied = (u64, Touched);
@@ -48,7 +48,10 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     credentials: Arc<Credentials>,
     /// Where `apply` sends what it applied, when a watcher listens (see [`Engine::watch_applied`]).
-    applied_hook: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedSender<Applied>>>,
+    applied_hook: parking_lot::Mutex<Option<tokio::sync::mpsc::Sender<Applied>>>,
+    /// Set when the watcher's channel was full and what an applied revision touched was not
+    /// sent: the watcher then decides every device again.
+    applied_missed: AtomicBool,
     /// How long this replica may go without confirming the store's head before it denies.
     max_staleness: Duration,
     /// When the store's head was last confirmed, as nanoseconds since `started`.
@@ -81,6 +84,7 @@ impl Engine {
             clock,
             credentials,
             applied_hook: parking_lot::Mutex::new(None),
+            applied_missed: AtomicBool::new(false),
             max_staleness: DEFAULT_MAX_STALENESS,
             confirmed: AtomicU64::new(0),
             started: Instant::now(),
@@ -140,11 +144,18 @@ impl Engine {
     }
 
     /// From now on, every applied revision that can change a decision is sent, in order, to
-    /// the returned receiver (replacing any earlier one). For the watcher; sending never blocks.
-    pub fn watch_applied(&self) -> tokio::sync::mpsc::UnboundedReceiver<Applied> {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    /// the returned receiver (replacing any earlier one), which holds at most `capacity`. For
+    /// the watcher; sending never blocks: what does not fit is noted (see
+    /// [`Engine::take_missed`]), not queued without bound.
+    pub fn watch_applied(&self, capacity: usize) -> tokio::sync::mpsc::Receiver<Applied> {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
         *self.applied_hook.lock() = Some(tx);
         rx
+    }
+
+    /// Whether applied revisions were left out of the watcher's channel since the last call.
+    pub fn take_missed(&self) -> bool {
+        self.applied_missed.swap(false, Ordering::AcqRel)
     }
 
     /// Runs a read against the state at `now`, returning the revision it saw.
@@ -341,11 +352,12 @@ impl Engine {
         self.cache.invalidate(&touched);
         self.revision.store(revision, Ordering::Release);
         self.applied.send_replace(revision);
-        // Still under the write lock: the watcher sees revisions in order, each already applied.
-        if (touched.all || !touched.devices.is_empty())
-            && let Some(hook) = &*self.applied_hook.lock()
+        // Still under the write lock: the watcher sees revisions in order, each already applied
+        // (those that touch no decision too, so that it knows its decisions reflect them).
+        if let Some(hook) = &*self.applied_hook.lock()
+            && let Err(tokio::sync::mpsc::error::TrySendError::Full(_)) = hook.try_send((revision, touched))
         {
-            let _ = hook.send((revision, touched));
+            self.applied_missed.store(true, Ordering::Release);
         }
     }
 }

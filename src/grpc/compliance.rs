@@ -7,9 +7,9 @@ use tonic::{Request, Response, Status};
 
 use super::incoming::{self, id};
 use super::{Handlers, outgoing};
+use crate::domain::access;
 use crate::domain::diagnosis::{self, PartnerCredential};
 use crate::domain::model::ConnectorState;
-use crate::domain::{access, summary};
 use crate::engine::watch::Start;
 use crate::error::Error;
 use crate::proto::{self as pb, compliance_service_server::ComplianceService};
@@ -71,8 +71,13 @@ impl ComplianceService for Handlers {
         &self,
         req: Request<pb::GetComplianceSummaryRequest>,
     ) -> Result<Response<pb::GetComplianceSummaryResponse>, Status> {
-        self.readable(&req, req.get_ref().min_revision).await?;
-        let (s, revision) = self.engine.read(summary::summarize);
+        // From the watcher's running count of every device's decision: no pass over the state
+        // under its lock, which any gateway could otherwise make every decision wait behind.
+        // The count is never behind this replica's own writes, as no read is.
+        self.engine.check_available()?;
+        let revision = req.get_ref().min_revision.max(self.engine.revision());
+        self.watcher.wait_settled(revision, self.wait_budget(&req)).await?;
+        let (s, revision) = self.watcher.summary();
         Ok(Response::new(outgoing::summary(&s, revision)))
     }
 
@@ -80,6 +85,7 @@ impl ComplianceService for Handlers {
         &self,
         req: Request<pb::WatchComplianceRequest>,
     ) -> Result<Response<Self::WatchComplianceStream>, Status> {
+        let credential = crate::auth::caller(&req).map_or_else(String::new, |c| c.id.clone());
         let r = req.into_inner();
         let device_ids = incoming::ids("device_ids", &r.device_ids, incoming::MAX_BATCH)?;
         let start = match (r.after_cursor, r.from_revision) {
@@ -87,7 +93,7 @@ impl ComplianceService for Handlers {
             (0, revision) => Start::FromRevision(revision),
             (cursor, _) => Start::AfterCursor(cursor),
         };
-        let subscription = self.watcher.subscribe(start, device_ids).await?;
+        let subscription = self.watcher.subscribe(&credential, start, device_ids).await?;
         let events = futures_util::stream::unfold(subscription, |mut s| async move {
             let item = s.next().await?;
             Some((item.map(|e| pb::ComplianceEvent::from(&*e)).map_err(Status::from), s))

@@ -22,7 +22,10 @@ pub fn id(field: &str, value: &str) -> Result<String> {
         return Err(Error::invalid(field, "is required"));
     }
     if value.chars().any(invisible) {
-        return Err(Error::invalid(field, "contains an invisible character (zero-width, joiner or other format character)"));
+        return Err(Error::invalid(
+            field,
+            "contains an invisible character (zero-width, joiner or other format character)",
+        ));
     }
     if value.trim() != value {
         return Err(Error::invalid(field, "starts or ends with white space"));
@@ -83,7 +86,10 @@ fn once<'a>(list: &str, suffix: &str, values: impl IntoIterator<Item = &'a str>)
     let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for (i, v) in values.into_iter().enumerate() {
         if let Some(first) = seen.insert(v, i) {
-            return Err(Error::invalid(format!("{list}[{i}]{suffix}"), format!("repeats {list}[{first}]{suffix}; list each once")));
+            return Err(Error::invalid(
+                format!("{list}[{i}]{suffix}"),
+                format!("repeats {list}[{first}]{suffix}; list each once"),
+            ));
         }
     }
     Ok(())
@@ -451,10 +457,17 @@ pub fn directory(r: &pb::SyncDirectoryRequest) -> Result<Directory> {
     once("removed_user_ids", "", r.removed_user_ids.iter().map(String::as_str))?;
     once("removed_group_ids", "", r.removed_group_ids.iter().map(String::as_str))?;
     if let Some((i, id)) = r.removed_user_ids.iter().enumerate().find(|(_, id)| r.users.iter().any(|u| &u.id == *id)) {
-        return Err(Error::invalid(format!("removed_user_ids[{i}]"), format!("user {} is also upserted in users", short(id))));
+        return Err(Error::invalid(
+            format!("removed_user_ids[{i}]"),
+            format!("user {} is also upserted in users", short(id)),
+        ));
     }
-    if let Some((i, id)) = r.removed_group_ids.iter().enumerate().find(|(_, id)| r.groups.iter().any(|g| &g.id == *id)) {
-        return Err(Error::invalid(format!("removed_group_ids[{i}]"), format!("group {} is also upserted in groups", short(id))));
+    if let Some((i, id)) = r.removed_group_ids.iter().enumerate().find(|(_, id)| r.groups.iter().any(|g| &g.id == *id))
+    {
+        return Err(Error::invalid(
+            format!("removed_group_ids[{i}]"),
+            format!("group {} is also upserted in groups", short(id)),
+        ));
     }
     Ok(Directory {
         users: r

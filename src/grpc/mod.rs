@@ -41,42 +41,16 @@ impl Handlers {
         if min_revision == 0 {
             return Ok(());
         }
-        let within = req
-            .metadata()
+        self.engine.wait_for(min_revision, self.wait_budget(req)).await
+    }
+
+    /// How long a read may wait for a revision: the call's deadline, within bounds.
+    fn wait_budget<T>(&self, req: &Request<T>) -> Duration {
+        req.metadata()
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok())
-            .and_then(parse_grpc_timeout)
+            .and_then(crate::layers::parse_grpc_timeout)
             .unwrap_or(DEFAULT_WAIT)
-            .min(MAX_WAIT);
-        self.engine.wait_for(min_revision, within).await
-    }
-}
-
-/// The `grpc-timeout` header: an integer and a unit (H, M, S, m, u, n).
-fn parse_grpc_timeout(v: &str) -> Option<Duration> {
-    let (n, unit) = v.split_at(v.len().checked_sub(1)?);
-    let n: u64 = n.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grpc_timeouts_parse() {
-        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
-        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_grpc_timeout("5x"), None);
-        assert_eq!(parse_grpc_timeout(""), None);
+            .min(MAX_WAIT)
     }
 }

@@ -95,8 +95,8 @@ pub fn config_for(dir: &Path, credentials: Vec<CredentialConfig>, demo: bool) ->
         store: format!("sqlite://{}", dir.join("posture.db").display()),
         demo,
         cache_capacity: 10_000,
-        max_staleness: posture::engine::DEFAULT_MAX_STALENESS,
         credentials,
+        ..Config::defaults()
     }
 }
 
@@ -152,7 +152,7 @@ impl TestServer {
                 let config = config.clone();
                 tokio::spawn(async move {
                     let engine = posture::server::open_engine(&config, clock).await?;
-                    posture::server::serve_engine(engine, listener, shutdown).await
+                    posture::server::serve_engine(engine, (&config).into(), listener, shutdown).await
                 })
             }
         };

@@ -12,6 +12,7 @@ use super::schedule::Schedule;
 use super::{Cause, SCAN, WatchConfig, WatchEvent};
 use crate::domain::Timestamp;
 use crate::domain::access::DeviceDecision;
+use crate::domain::summary::Tally;
 
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -37,6 +38,8 @@ pub(super) struct Journal {
     pub(super) head: u64,
     pub(super) live: Vec<Live>,
     pub(super) closed: bool,
+    /// The counts of `devices`' decisions, kept in step with it (GetComplianceSummary).
+    pub(super) tally: Tally,
 }
 
 impl Journal {
@@ -73,16 +76,23 @@ impl Journal {
                 decision: Arc::new(d),
             });
             self.append(event.clone(), config.retain);
-            self.devices.insert(event.decision.device_id.clone(), event);
+            self.set_current(event);
         } else if let Some(p) = prev
             && *p.decision != d
         {
             // The same decision in other words or with another valid_until: keep it current
             // for snapshots, without an event.
-            let current = WatchEvent { decision: Arc::new(d), ..(*p).clone() };
-            self.devices.insert(current.decision.device_id.clone(), Arc::new(current));
+            self.set_current(Arc::new(WatchEvent { decision: Arc::new(d), ..(*p).clone() }));
         }
         changed
+    }
+
+    /// Makes `current` its device's current decision, keeping the tally in step.
+    pub(super) fn set_current(&mut self, current: Arc<WatchEvent>) {
+        self.tally.add(&current.decision);
+        if let Some(prev) = self.devices.insert(current.decision.device_id.clone(), current) {
+            self.tally.remove(&prev.decision);
+        }
     }
 
     fn append(&mut self, event: Arc<WatchEvent>, retain: usize) {

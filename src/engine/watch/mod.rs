@@ -5,7 +5,8 @@
 //! (`valid_until`). It re-decides devices in two cases, and appends an event for each whose
 //! (allow, state, reason codes) differ from what it had:
 //! - every revision `Engine::apply` applies (local writes and changes followed from other
-//!   replicas alike) arrives through an unbounded channel with what it touched; the watcher
+//!   replicas alike) arrives through a bounded channel with what it touched (when the watcher
+//!   falls that far behind, it is told only that it missed some, and decides every device); the watcher
 //!   re-decides those devices (all of them, and the deleted ones, for a global change):
 //!   cause DATA_CHANGED;
 //! - a ticker (each second, every 50 ms in the last second before a scheduled instant, and
@@ -37,6 +38,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::{Applied, Engine};
 use crate::domain::access::{self, DeviceDecision};
+use crate::domain::summary::{Summary, Tally};
 use crate::domain::{Timestamp, Touched};
 use crate::error::{Error, Result};
 use journal::Journal;
@@ -52,6 +54,9 @@ mod tests;
 
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
+/// Applied revisions the watcher may be behind by before it stops being told what each touched
+/// and decides every device again instead.
+const APPLIED_BACKLOG: usize = 4096;
 /// Devices decided per hold of the state's read lock.
 const CHUNK: usize = 512;
 /// Ring entries a catching-up stream scans per hold of the journal's lock.
@@ -71,11 +76,51 @@ pub struct WatchConfig {
     pub buffer: usize,
     /// The longest the ticker sleeps between looks at the schedule.
     pub tick: Duration,
+    pub limits: WatchLimits,
 }
 
 impl Default for WatchConfig {
     fn default() -> Self {
-        WatchConfig { retain: 100_000, buffer: 1024, tick: Duration::from_secs(1) }
+        WatchConfig { retain: 100_000, buffer: 1024, tick: Duration::from_secs(1), limits: WatchLimits::default() }
+    }
+}
+
+/// How many streams may be open at once: each holds a buffer and is pushed every event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchLimits {
+    pub streams: usize,
+    pub streams_per_credential: usize,
+}
+
+impl Default for WatchLimits {
+    fn default() -> Self {
+        WatchLimits { streams: 1000, streams_per_credential: 100 }
+    }
+}
+
+/// The streams open now, in all and per credential (`""` when authentication is off).
+#[derive(Debug, Default)]
+struct OpenStreams {
+    total: usize,
+    per_credential: HashMap<String, usize>,
+}
+
+/// A stream's place among the open ones, given back when the stream ends.
+pub(super) struct StreamSlot {
+    watcher: Arc<Watcher>,
+    credential: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.watcher.open.lock();
+        open.total -= 1;
+        if let Some(n) = open.per_credential.get_mut(&self.credential) {
+            *n -= 1;
+            if *n == 0 {
+                open.per_credential.remove(&self.credential);
+            }
+        }
     }
 }
 
@@ -122,6 +167,9 @@ pub struct Watcher {
     eval: Mutex<()>,
     /// True once every device's decision at start is recorded (or the watcher is closed).
     ready: watch::Sender<bool>,
+    open: Mutex<OpenStreams>,
+    /// The revision every recorded decision reflects: the last one whose changes were decided.
+    settled: watch::Sender<u64>,
 }
 
 impl Watcher {
@@ -132,7 +180,7 @@ impl Watcher {
         config: WatchConfig,
         shutdown: watch::Receiver<bool>,
     ) -> (Arc<Watcher>, tokio::task::JoinHandle<()>) {
-        let applied = engine.watch_applied();
+        let applied = engine.watch_applied(APPLIED_BACKLOG);
         let watcher = Arc::new(Watcher::new(engine, config));
         let task = tokio::spawn(watcher.clone().run(applied, shutdown));
         (watcher, task)
@@ -152,9 +200,12 @@ impl Watcher {
                 head: base,
                 live: Vec::new(),
                 closed: false,
+                tally: Tally::default(),
             }),
             eval: Mutex::new(()),
             ready: watch::Sender::new(false),
+            open: Mutex::new(OpenStreams::default()),
+            settled: watch::Sender::new(0),
         }
     }
 
@@ -167,8 +218,10 @@ impl Watcher {
         self.journal.lock().head
     }
 
-    async fn run(self: Arc<Self>, mut applied: mpsc::UnboundedReceiver<Applied>, mut shutdown: watch::Receiver<bool>) {
+    async fn run(self: Arc<Self>, mut applied: mpsc::Receiver<Applied>, mut shutdown: watch::Receiver<bool>) {
+        let start = self.engine.revision();
         self.blocking(|w| w.record_all()).await;
+        self.settled.send_replace(start);
         self.ready.send_replace(true);
         tracing::info!(devices = self.journal.lock().devices.len(), "watching decisions");
         loop {
@@ -176,14 +229,20 @@ impl Watcher {
             tokio::select! {
                 _ = shutdown.changed() => break,
                 batch = applied.recv() => {
-                    let Some((_, mut touched)) = batch else { break };
-                    while let Ok((_, more)) = applied.try_recv() {
+                    let Some((mut revision, mut touched)) = batch else { break };
+                    while let Ok((later, more)) = applied.try_recv() {
+                        revision = later;
                         touched.merge(more);
+                    }
+                    if self.engine.take_missed() {
+                        touched.all = true;
+                        revision = self.engine.revision();
                     }
                     self.blocking(move |w| {
                         w.on_touched(touched);
                     })
                     .await;
+                    self.settled.send_modify(|settled| *settled = (*settled).max(revision));
                 }
                 _ = tokio::time::sleep(wait) => {}
             }
@@ -241,7 +300,7 @@ impl Watcher {
                     user_id,
                     decision: Arc::new(d),
                 };
-                inner.devices.insert(current.decision.device_id.clone(), Arc::new(current));
+                inner.set_current(Arc::new(current));
             }
         }
     }
@@ -290,8 +349,56 @@ impl Watcher {
         appended
     }
 
-    /// Starts a subscription. Waits until the decisions at start are recorded.
-    pub async fn subscribe(self: &Arc<Self>, start: Start, device_ids: Vec<String>) -> Result<Subscription> {
+    /// Every device's current decision, counted (GetComplianceSummary), and the revision they
+    /// all reflect. Time-driven changes are counted within a tick (a second) of happening.
+    pub fn summary(&self) -> (Summary, u64) {
+        let settled = *self.settled.borrow();
+        (self.journal.lock().tally.summary(), settled)
+    }
+
+    /// Waits until the recorded decisions reflect `revision`, or fails once `within` has passed.
+    pub async fn wait_settled(&self, revision: u64, within: Duration) -> Result<()> {
+        let mut settled = self.settled.subscribe();
+        match tokio::time::timeout(within, settled.wait_for(|r| *r >= revision)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(Error::DeadlineExceeded(format!(
+                "the decisions are counted as of revision {}; revision {revision} did not arrive within {within:?}",
+                *self.settled.borrow()
+            ))),
+        }
+    }
+
+    /// Takes a place for a new stream of `credential`, or says which limit is reached.
+    fn open_stream(self: &Arc<Self>, credential: &str) -> Result<StreamSlot> {
+        let limits = self.config.limits;
+        let mut open = self.open.lock();
+        if open.total >= limits.streams {
+            return Err(Error::ResourceExhausted(format!(
+                "this server has {} WatchCompliance streams open, its limit: retry later or watch through another replica",
+                open.total
+            )));
+        }
+        let mine = open.per_credential.get(credential).copied().unwrap_or(0);
+        if mine >= limits.streams_per_credential {
+            return Err(Error::ResourceExhausted(format!(
+                "credential {credential} has {mine} WatchCompliance streams open, its limit: close one first (one \
+                 stream can watch every device)"
+            )));
+        }
+        open.total += 1;
+        *open.per_credential.entry(credential.to_string()).or_default() += 1;
+        Ok(StreamSlot { watcher: self.clone(), credential: credential.to_string() })
+    }
+
+    /// Starts a subscription for `credential` (the caller's id; `""` when authentication is
+    /// off). Waits until the decisions at start are recorded.
+    pub async fn subscribe(
+        self: &Arc<Self>,
+        credential: &str,
+        start: Start,
+        device_ids: Vec<String>,
+    ) -> Result<Subscription> {
+        let slot = self.open_stream(credential)?;
         let _ = self.ready.subscribe().wait_for(|ready| *ready).await;
         let filter = (!device_ids.is_empty()).then(|| Arc::new(device_ids.into_iter().collect::<HashSet<_>>()));
         self.engine.check_available()?;
@@ -336,7 +443,7 @@ impl Watcher {
             }
         };
         drop(inner);
-        Ok(Subscription::new(self.clone(), filter, phase, position, matches!(start, Start::FromRevision(_))))
+        Ok(Subscription::new(slot, filter, phase, position, matches!(start, Start::FromRevision(_))))
     }
 
     /// Ends every stream (cleanly) and refuses new ones: the server is shutting down.

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{mpsc, watch};
 
 use super::journal::Fetch;
-use super::{Cause, RESYNC, WatchEvent, Watcher};
+use super::{Cause, RESYNC, StreamSlot, WatchEvent, Watcher};
 use crate::error::{Error, Result};
 
 pub(super) enum Phase {
@@ -32,6 +32,8 @@ pub(super) enum Phase {
 /// One stream's position: yields its events in cursor order, each once.
 pub struct Subscription {
     watcher: Arc<Watcher>,
+    /// Its place among the open streams, given back when the stream is dropped.
+    _slot: StreamSlot,
     /// False once this replica cannot vouch for its data: the stream ends, to resume elsewhere.
     available: watch::Receiver<bool>,
     filter: Option<Arc<HashSet<String>>>,
@@ -46,14 +48,24 @@ pub struct Subscription {
 
 impl Subscription {
     pub(super) fn new(
-        watcher: Arc<Watcher>,
+        slot: StreamSlot,
         filter: Option<Arc<HashSet<String>>>,
         phase: Phase,
         position: Option<u64>,
         started_from_revision: bool,
     ) -> Self {
+        let watcher = slot.watcher.clone();
         let available = watcher.engine.available();
-        Subscription { watcher, available, filter, phase, pending: VecDeque::new(), position, started_from_revision }
+        Subscription {
+            watcher,
+            _slot: slot,
+            available,
+            filter,
+            phase,
+            pending: VecDeque::new(),
+            position,
+            started_from_revision,
+        }
     }
 
     /// The next event; an error ends the stream; `None` when the server shuts down.

@@ -32,7 +32,7 @@ async fn time_passing_emits_time_passed_events_at_the_instant_the_decision_stopp
     let (engine, clock) = demo_engine().await;
     let (_stop, shutdown) = watch::channel(false);
     let (watcher, _task) = Watcher::spawn(engine.clone(), WatchConfig::default(), shutdown);
-    let mut sub = watcher.subscribe(Start::Now, vec!["mac-ada".into(), "mac-cara".into()]).await.unwrap();
+    let mut sub = watcher.subscribe("", Start::Now, vec!["mac-ada".into(), "mac-cara".into()]).await.unwrap();
 
     // The demo's healthy Macs renewed their token an hour ago: stale over 24 hours after.
     let stale_at = T0.plus_secs(-3600 + Timestamp::DAY + 1);
@@ -70,7 +70,7 @@ async fn writes_emit_data_changed_events_and_snapshots_start_where_asked() {
     let (engine, clock) = demo_engine().await;
     let (stop, shutdown) = watch::channel(false);
     let (watcher, task) = Watcher::spawn(engine.clone(), WatchConfig::default(), shutdown);
-    let mut all = watcher.subscribe(Start::Now, vec![]).await.unwrap();
+    let mut all = watcher.subscribe("", Start::Now, vec![]).await.unwrap();
     let before = engine.revision();
 
     // Bob turns FileVault on: NONCOMPLIANT → COMPLIANT. A repeat of Ada's report changes nothing.
@@ -89,11 +89,11 @@ async fn writes_emit_data_changed_events_and_snapshots_start_where_asked() {
     assert_eq!(codes(&e), [ReasonCode::Compliant]);
 
     // A snapshot from before the write holds Bob only; from the write's revision, nothing.
-    let mut snap = watcher.subscribe(Start::FromRevision(before), vec![]).await.unwrap();
+    let mut snap = watcher.subscribe("", Start::FromRevision(before), vec![]).await.unwrap();
     let s = next(&mut snap).await;
     assert_eq!((s.snapshot, s.cause, s.cursor, s.revision), (true, Cause::Snapshot, e.cursor, revision));
     assert_eq!(s.decision, e.decision);
-    let mut none = watcher.subscribe(Start::FromRevision(revision), vec![]).await.unwrap();
+    let mut none = watcher.subscribe("", Start::FromRevision(revision), vec![]).await.unwrap();
 
     // A deleted device's users are denied: deleting Bob's user changes his Mac.
     let r = engine.sync_directory(vec![], vec![], vec!["bob".into()], vec![]).await.unwrap();
@@ -106,7 +106,7 @@ async fn writes_emit_data_changed_events_and_snapshots_start_where_asked() {
     let _ = stop.send(true);
     task.await.unwrap();
     assert!(all.next().await.is_none(), "the stream ends cleanly when the watcher stops");
-    assert!(matches!(watcher.subscribe(Start::Now, vec![]).await, Err(Error::Unavailable(_))));
+    assert!(matches!(watcher.subscribe("", Start::Now, vec![]).await, Err(Error::Unavailable(_))));
 }
 
 #[tokio::test]
@@ -115,7 +115,7 @@ async fn a_full_buffer_ends_the_stream_and_the_ring_resumes_it() {
     let (_stop, shutdown) = watch::channel(false);
     let config = WatchConfig { retain: 6, buffer: 2, ..WatchConfig::default() };
     let (watcher, _task) = Watcher::spawn(engine.clone(), config, shutdown);
-    let mut slow = watcher.subscribe(Start::Now, vec![]).await.unwrap();
+    let mut slow = watcher.subscribe("", Start::Now, vec![]).await.unwrap();
     let start = watcher.head();
     // Caught up (nothing yet), the stream waits for live events in its buffer.
     assert!(tokio::time::timeout(Duration::from_millis(50), slow.next()).await.is_err());
@@ -129,12 +129,12 @@ async fn a_full_buffer_ends_the_stream_and_the_ring_resumes_it() {
 
     // The last `retain` events can be resumed from; older cursors cannot.
     let head = watcher.head();
-    let mut resumed = watcher.subscribe(Start::AfterCursor(head - 6), vec![]).await.unwrap();
+    let mut resumed = watcher.subscribe("", Start::AfterCursor(head - 6), vec![]).await.unwrap();
     for cursor in head - 5..=head {
         assert_eq!(next(&mut resumed).await.cursor, cursor);
     }
-    let err = watcher.subscribe(Start::AfterCursor(head - 7), vec![]).await.err().unwrap();
+    let err = watcher.subscribe("", Start::AfterCursor(head - 7), vec![]).await.err().unwrap();
     assert!(matches!(&err, Error::OutOfRange(m) if m.contains("from_revision")), "{err}");
-    let err = watcher.subscribe(Start::AfterCursor(head + 1), vec![]).await.err().unwrap();
+    let err = watcher.subscribe("", Start::AfterCursor(head + 1), vec![]).await.err().unwrap();
     assert!(matches!(&err, Error::OutOfRange(m) if m.contains("another server process")), "{err}");
 }
