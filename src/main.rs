@@ -17,7 +17,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gRPC server.
-    Serve(posture::config::Overrides),
+    Serve(Box<posture::config::Overrides>),
     /// Print the SHA-256 digest of a secret read from standard input (never from the command
     /// line, where it would stay in the shell's history and show in the process list), for a
     /// credential's `secret_sha256`. E.g. `read -rs S && printf %s "$S" | posture hash-secret`.
@@ -31,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Serve(overrides) => {
-            let config = posture::config::Config::load(overrides)?;
+            let config = posture::config::Config::load(*overrides)?;
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
