@@ -5,6 +5,7 @@
 
 pub mod domain;
 pub mod proxy;
+pub mod raw;
 
 use std::net::SocketAddr;
 use std::path::Path;
