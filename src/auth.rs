@@ -4,12 +4,20 @@
 //! rotation (rule 9). Secrets are configured as SHA-256 digests, never in clear.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tonic::Request;
+use tonic::body::Body;
+use tonic::transport::server::TcpConnectInfo;
+use tonic::{Request, Status};
+use tower::{Layer, Service};
 
+use crate::audit;
 use crate::domain::diagnosis::PartnerCredential;
 use crate::error::Error;
 
@@ -107,6 +115,12 @@ impl Credentials {
         self.by_digest.get(&digest).cloned().ok_or_else(|| Error::Unauthenticated("unknown or revoked secret".into()))
     }
 
+    /// The id of the credential `header` names, when it names one (for the audit trail: a
+    /// refusal for the wrong role says whose; an unknown secret names nobody).
+    fn known_id(&self, header: Option<&str>) -> Option<&str> {
+        self.authenticate(header).ok().and_then(|c| self.roles.get_key_value(&c.id).map(|(id, _)| id.as_str()))
+    }
+
     /// The caller behind `header`, if its role may call `service`.
     fn admit(&self, header: Option<&str>, service: &str, roles: &[Role]) -> Result<Caller, Error> {
         let caller = self.authenticate(header)?;
@@ -131,20 +145,112 @@ fn parse_digest(hex: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// An interceptor admitting only the given roles to a service.
-pub fn require(
-    credentials: Arc<Credentials>,
-    service: &'static str,
-    roles: &'static [Role],
-) -> impl tonic::service::Interceptor + Clone {
-    move |mut req: Request<()>| {
-        if !credentials.enabled() {
-            return Ok(req);
+/// The credentials in force, swapped whole when they are reloaded (a rotation needs no
+/// restart): every call reads the set current when it arrives.
+#[derive(Debug, Clone, Default)]
+pub struct CredentialsHandle(Arc<ArcSwap<Credentials>>);
+
+impl CredentialsHandle {
+    pub fn new(credentials: Arc<Credentials>) -> Self {
+        CredentialsHandle(Arc::new(ArcSwap::new(credentials)))
+    }
+    pub fn current(&self) -> Arc<Credentials> {
+        self.0.load_full()
+    }
+    pub fn replace(&self, credentials: Credentials) {
+        self.0.store(Arc::new(credentials));
+    }
+}
+
+/// Which roles may call the services under a path prefix.
+#[derive(Debug, Clone, Copy)]
+pub struct Access {
+    /// e.g. `/posture.v1.AdminService/`
+    pub prefix: &'static str,
+    /// The service's name, as refusals say it.
+    pub service: &'static str,
+    pub roles: &'static [Role],
+    /// Whether the writes its calls make are recorded in the audit trail as the caller's.
+    pub audited: bool,
+}
+
+/// The tower layer that admits each call by its path: the caller's credential must have a
+/// role the path's service allows (paths no [`Access`] names — health, public reflection —
+/// need none). An admitted caller is put in the request's extensions; a refusal is answered
+/// at once, and recorded in the audit trail.
+#[derive(Clone)]
+pub struct Authorize {
+    credentials: CredentialsHandle,
+    access: Arc<[Access]>,
+}
+
+impl Authorize {
+    pub fn new(credentials: CredentialsHandle, access: Vec<Access>) -> Self {
+        Authorize { credentials, access: access.into() }
+    }
+}
+
+impl<S> Layer<S> for Authorize {
+    type Service = Authorized<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Authorized { inner, layer: self.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct Authorized<S> {
+    inner: S,
+    layer: Authorize,
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+impl<S> Service<http::Request<Body>> for Authorized<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<http::Response<Body>, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
+        let path = req.uri().path();
+        let Some(access) = self.layer.access.iter().find(|a| path.starts_with(a.prefix)).copied() else {
+            return Box::pin(self.inner.call(req));
+        };
+        let credentials = self.layer.credentials.current();
+        let mut who = None;
+        if credentials.enabled() {
+            let header = req.headers().get("authorization").and_then(|v| v.to_str().ok());
+            match credentials.admit(header, access.service, access.roles) {
+                Ok(caller) => {
+                    who = access.audited.then(|| caller.id.clone());
+                    req.extensions_mut().insert(caller);
+                }
+                Err(e) => {
+                    let peer = req.extensions().get::<TcpConnectInfo>().and_then(TcpConnectInfo::remote_addr);
+                    let status = Status::from(e);
+                    let credential = credentials.known_id(header);
+                    audit::refused(credential, req.uri().path(), peer, status.code(), status.message());
+                    return Box::pin(std::future::ready(Ok(status.into_http())));
+                }
+            }
+        } else if access.audited {
+            who = Some(OPEN.to_string());
         }
-        let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        let caller = credentials.admit(header, service, roles)?;
-        req.extensions_mut().insert(caller);
-        Ok(req)
+        match who {
+            Some(who) => {
+                let rpc = req.uri().path().trim_start_matches('/').to_string();
+                Box::pin(audit::by(who, rpc, self.inner.call(req)))
+            }
+            None => Box::pin(self.inner.call(req)),
+        }
     }
 }
 
@@ -152,3 +258,6 @@ pub fn require(
 pub fn caller<T>(req: &Request<T>) -> Option<&Caller> {
     req.extensions().get::<Caller>()
 }
+
+/// Who the audit trail says wrote, when authentication is off.
+const OPEN: &str = "anyone (authentication is off)";

@@ -1,5 +1,6 @@
 //! posture: device-compliance and access decisions for partner-managed Macs, over gRPC.
 
+pub mod audit;
 pub mod auth;
 pub mod cache;
 pub mod clock;

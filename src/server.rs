@@ -7,12 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
-use crate::auth::{self, Credentials, Role};
+use crate::auth::{Access, Authorize, Credentials, Role};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::config::Reflection;
@@ -56,7 +55,7 @@ pub async fn open_engine(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Resu
 /// Runs the server on `listener` until `shutdown` completes, then drains in-flight calls.
 pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let engine = open_engine(&config, Arc::new(SystemClock)).await?;
-    check_exposure(listener.local_addr()?, engine.credentials(), config.insecure)?;
+    check_exposure(listener.local_addr()?, &engine.credentials(), config.insecure)?;
     serve_engine(engine, Serving::from(&config), listener, shutdown).await
 }
 
@@ -112,20 +111,7 @@ pub async fn serve_engine(
             .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
     };
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
-    // Public by default (grpcurl needs no proto files); with `authenticated`, any credential.
-    let creds = engine.credentials().clone();
-    let reflect = |service| auth::require(creds.clone(), service, &[Role::Admin, Role::Gateway, Role::Partner]);
-    let (public_v1, public_v1alpha, authed_v1, authed_v1alpha) = match serving.reflection {
-        Reflection::Public => (Some(reflection_v1), Some(reflection_v1alpha), None, None),
-        Reflection::Authenticated => (
-            None,
-            None,
-            Some(InterceptedService::new(reflection_v1, reflect("ServerReflection"))),
-            Some(InterceptedService::new(reflection_v1alpha, reflect("ServerReflection"))),
-        ),
-    };
+    let (reflection_v1, reflection_v1alpha) = (reflection().build_v1()?, reflection().build_v1alpha()?);
 
     // Both follow the engine until shutdown; the watcher is hooked before anything is served.
     let (stop_following, following) = tokio::sync::watch::channel(false);
@@ -134,20 +120,7 @@ pub async fn serve_engine(
     let (watcher, watching) = Watcher::spawn(engine.clone(), watch, following);
 
     let handlers = Handlers { engine: engine.clone(), watcher: watcher.clone() };
-    const READERS: &[Role] = &[Role::Admin, Role::Gateway];
-    let compliance = ComplianceServiceServer::with_interceptor(
-        handlers.clone(),
-        auth::require(creds.clone(), "ComplianceService", READERS),
-    );
-    let targeting = TargetingServiceServer::with_interceptor(
-        handlers.clone(),
-        auth::require(creds.clone(), "TargetingService", READERS),
-    );
-    let inventory = InventoryServiceServer::with_interceptor(
-        handlers.clone(),
-        auth::require(creds.clone(), "InventoryService", &[Role::Partner]),
-    );
-    let admin = AdminServiceServer::with_interceptor(handlers, auth::require(creds, "AdminService", &[Role::Admin]));
+    let authorize = Authorize::new(engine.credentials_handle().clone(), access(serving.reflection));
 
     // Health follows whether this replica can vouch for its data, until shutdown takes over.
     let (stopping, stop_signal) = tokio::sync::watch::channel(false);
@@ -173,15 +146,14 @@ pub async fn serve_engine(
     };
     let serving = Server::builder()
         .layer(Bounds::new(serving.limits))
+        .layer(authorize)
         .add_service(health_service)
-        .add_optional_service(public_v1)
-        .add_optional_service(public_v1alpha)
-        .add_optional_service(authed_v1)
-        .add_optional_service(authed_v1alpha)
-        .add_service(compliance)
-        .add_service(targeting)
-        .add_service(inventory)
-        .add_service(admin)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(ComplianceServiceServer::new(handlers.clone()))
+        .add_service(TargetingServiceServer::new(handlers.clone()))
+        .add_service(InventoryServiceServer::new(handlers.clone()))
+        .add_service(AdminServiceServer::new(handlers))
         .serve_with_incoming_shutdown(incoming, drain);
     let drain_limit = async {
         match draining.await {
@@ -201,6 +173,24 @@ pub async fn serve_engine(
     let _ = watching.await;
     tracing::info!("posture stopped");
     Ok(())
+}
+
+/// Who may call what: each service's roles, by path. Health answers anyone (probes carry no
+/// credential); reflection too unless it is `authenticated`, then any credential.
+fn access(reflection: Reflection) -> Vec<Access> {
+    const READERS: &[Role] = &[Role::Admin, Role::Gateway];
+    let service = |prefix, service, roles, audited| Access { prefix, service, roles, audited };
+    let mut access = vec![
+        service("/posture.v1.ComplianceService/", "ComplianceService", READERS, false),
+        service("/posture.v1.TargetingService/", "TargetingService", READERS, false),
+        service("/posture.v1.InventoryService/", "InventoryService", &[Role::Partner], false),
+        service("/posture.v1.AdminService/", "AdminService", &[Role::Admin], true),
+    ];
+    if reflection == Reflection::Authenticated {
+        const ANY: &[Role] = &[Role::Admin, Role::Gateway, Role::Partner];
+        access.push(service("/grpc.reflection.", "ServerReflection", ANY, false));
+    }
+    access
 }
 
 /// Sets every service NOT_SERVING while the engine cannot vouch for its data, and SERVING

@@ -47,7 +47,7 @@ pub fn check_user_groups(state: &State, field: &str, targets: &GroupTargets) -> 
 
 impl Engine {
     pub async fn create_policy(&self, policy: Policy) -> Result<u64> {
-        self.write(|state, now| {
+        self.write_admin(|state, now| {
             if state.policy(&policy.id).is_some() {
                 return Err(Error::AlreadyExists(format!("policy {} already exists; use UpdatePolicy", policy.id)));
             }
@@ -57,7 +57,7 @@ impl Engine {
     }
 
     pub async fn update_policy(&self, policy: Policy) -> Result<u64> {
-        self.write(|state, now| {
+        self.write_admin(|state, now| {
             let Some(old) = state.policy(&policy.id) else {
                 return Err(Error::NotFound(format!("no policy {}; use CreatePolicy", policy.id)));
             };
@@ -70,7 +70,7 @@ impl Engine {
     }
 
     pub async fn delete_policy(&self, id: &str) -> Result<u64> {
-        self.write(|state, _| {
+        self.write_admin(|state, _| {
             if state.policy(id).is_none() {
                 return Err(Error::NotFound(format!("no policy {id}")));
             }
@@ -80,7 +80,7 @@ impl Engine {
     }
 
     pub async fn assign_policy(&self, policy_id: &str, targets: GroupTargets) -> Result<u64> {
-        self.write(|state, _| {
+        self.write_admin(|state, _| {
             if state.policy(policy_id).is_none() {
                 return Err(Error::NotFound(format!("no policy {policy_id}")));
             }
@@ -130,7 +130,7 @@ impl Engine {
                 )));
             }
         }
-        self.write(|state, now| {
+        self.write_admin(|state, now| {
             check_user_groups(state, "", &targets)?;
             let old = state.connector();
             let enabled_at = match old.state {
@@ -153,7 +153,7 @@ impl Engine {
     }
 
     pub async fn terminate_connector(&self) -> Result<u64> {
-        self.write(|state, now| {
+        self.write_admin(|state, now| {
             let old = state.connector();
             if old.state != ConnectorState::Enabled {
                 return Err(Error::FailedPrecondition(format!(
@@ -179,7 +179,7 @@ impl Engine {
         removed_user_ids: Vec<String>,
         removed_group_ids: Vec<String>,
     ) -> Result<u64> {
-        self.write(|state, _| {
+        self.write_admin(|state, _| {
             for (i, id) in removed_group_ids.iter().enumerate() {
                 if let Some(users) = group_users(state, id) {
                     return Err(Error::FailedPrecondition(format!(
@@ -216,7 +216,7 @@ impl Engine {
     }
 
     pub async fn update_settings(&self, settings: TenantSettings) -> Result<u64> {
-        self.write(|state, _| {
+        self.write_admin(|state, _| {
             Ok(if *state.settings() == settings { vec![] } else { vec![Change::PutSettings(settings)] })
         })
         .await
@@ -225,7 +225,7 @@ impl Engine {
     /// Deletes a device record (the remedy for a duplicate registration). Its failures stay on
     /// record: the Mac's next report continues them, so deleting a record buys no grace.
     pub async fn delete_device(&self, id: &str) -> Result<u64> {
-        self.write(|state, _| {
+        self.write_admin(|state, _| {
             if state.device(id).is_none() {
                 return Err(Error::NotFound(format!("no device {id}")));
             }
@@ -248,7 +248,7 @@ impl Engine {
                 return Ok(removed);
             }
             let mut batch = 0;
-            self.write(|state, now| {
+            self.write_admin(|state, now| {
                 if !due(state, now) {
                     return Ok(vec![]);
                 }

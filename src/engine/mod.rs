@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 
-use crate::auth::Credentials;
+use crate::audit;
+use crate::auth::{Credentials, CredentialsHandle};
 use crate::cache::DecisionCache;
 use crate::clock::Clock;
 use crate::domain::access::{self, AccessDecision, DeviceDecision};
@@ -46,7 +47,7 @@ pub struct Engine {
     /// Serializes writes so that commit order is apply order.
     writes: tokio::sync::Mutex<()>,
     clock: Arc<dyn Clock>,
-    credentials: Arc<Credentials>,
+    credentials: CredentialsHandle,
     /// Where `apply` sends what it applied, when a watcher listens (see [`Engine::watch_applied`]).
     applied_hook: parking_lot::Mutex<Option<tokio::sync::mpsc::Sender<Applied>>>,
     /// Set when the watcher's channel was full and what an applied revision touched was not
@@ -82,7 +83,7 @@ impl Engine {
             cache: DecisionCache::new(cache_capacity),
             writes: tokio::sync::Mutex::new(()),
             clock,
-            credentials,
+            credentials: CredentialsHandle::new(credentials),
             applied_hook: parking_lot::Mutex::new(None),
             applied_missed: AtomicBool::new(false),
             max_staleness: DEFAULT_MAX_STALENESS,
@@ -109,7 +110,13 @@ impl Engine {
         self.revision.load(Ordering::Acquire)
     }
 
-    pub fn credentials(&self) -> &Arc<Credentials> {
+    /// The credentials in force now (they may be reloaded while serving).
+    pub fn credentials(&self) -> Arc<Credentials> {
+        self.credentials.current()
+    }
+
+    /// Where the credentials in force are kept, for the server's authorization and reloads.
+    pub fn credentials_handle(&self) -> &CredentialsHandle {
         &self.credentials
     }
 
@@ -304,23 +311,37 @@ impl Engine {
         }
     }
 
+    /// An administrative write: as [`Engine::write`], and recorded in the audit trail.
+    async fn write_admin(&self, build: impl FnMut(&State, Timestamp) -> Result<Vec<Change>>) -> Result<u64> {
+        self.write_as(true, build).await
+    }
+
     /// Builds changes from the current state, commits them durably, then applies them.
     /// Nothing to change commits nothing and returns the current revision. The changes are
     /// validated against the latest revision and committed only if it is still the latest;
     /// when another replica committed in between, they are validated again.
-    async fn write(&self, mut build: impl FnMut(&State, Timestamp) -> Result<Vec<Change>>) -> Result<u64> {
+    async fn write(&self, build: impl FnMut(&State, Timestamp) -> Result<Vec<Change>>) -> Result<u64> {
+        self.write_as(false, build).await
+    }
+
+    async fn write_as(
+        &self,
+        audited: bool,
+        mut build: impl FnMut(&State, Timestamp) -> Result<Vec<Change>>,
+    ) -> Result<u64> {
         let _serial = self.writes.lock().await;
         for attempt in 1..=WRITE_ATTEMPTS {
             // Validate against everything committed so far, by any replica.
             self.catch_up_locked().await?;
             let now = self.now();
             let expected = self.revision();
-            let changes = {
+            let (changes, described) = {
                 let state = self.state.read();
                 let mut changes = build(&state, now)?;
                 let bookkeeping = grace::derive(&state, &changes, now);
                 changes.extend(bookkeeping);
-                changes
+                let described = audited.then(|| audit::describe(&state, &changes));
+                (changes, described)
             };
             if changes.is_empty() {
                 return Ok(expected);
@@ -329,6 +350,9 @@ impl Engine {
                 // Nothing was committed in between: our changes are the next revision.
                 Commit::Done(revision) => {
                     self.apply(revision, changes);
+                    if let Some(described) = described {
+                        audit::admin_change(revision, &described);
+                    }
                     return Ok(revision);
                 }
                 Commit::Conflict => {
