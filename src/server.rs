@@ -1,11 +1,13 @@
-//! Builds the whole server once: the four posture services behind their role checks, the
-//! standard health service (a status per service) and reflection (v1 and v1alpha).
+//! Builds the whole server once: the four posture services and Envoy's external authorization
+//! behind their role checks, the standard health service (a status per service) and
+//! reflection (v1 and v1alpha).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
@@ -14,22 +16,23 @@ use tonic_health::ServingStatus;
 
 use crate::auth::{self, Credentials, Role};
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
-use crate::config::Reflection;
+use crate::config::{Config, ExtAuthzConfig, Reflection};
 use crate::engine::WatchLimits;
 use crate::engine::{Engine, WatchConfig, Watcher};
 use crate::grpc::Handlers;
+use crate::grpc::ext_authz::{self, ExtAuthz};
 use crate::layers::{Bounds, Limits};
 use crate::proto::{
     self, admin_service_server::AdminServiceServer, compliance_service_server::ComplianceServiceServer,
     inventory_service_server::InventoryServiceServer, targeting_service_server::TargetingServiceServer,
 };
 
-pub const SERVICES: [&str; 4] = [
+pub const SERVICES: [&str; 5] = [
     "posture.v1.ComplianceService",
     "posture.v1.TargetingService",
     "posture.v1.InventoryService",
     "posture.v1.AdminService",
+    ext_authz::SERVICE_NAME,
 ];
 
 /// How long in-flight calls may take to finish once shutdown is signalled. Without a bound, a
@@ -60,17 +63,19 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<
     serve_engine(engine, Serving::from(&config), listener, shutdown).await
 }
 
-/// How the server serves: its limits, and who may use reflection.
+/// How the server serves: its limits, who may use reflection, and where Envoy's ext_authz
+/// checks find the user and the device.
 #[derive(Debug, Clone, Default)]
 pub struct Serving {
     pub limits: Limits,
     pub watch: WatchLimits,
     pub reflection: Reflection,
+    pub ext_authz: ExtAuthzConfig,
 }
 
 impl From<&Config> for Serving {
     fn from(c: &Config) -> Self {
-        Serving { limits: c.limits.clone(), watch: c.watch, reflection: c.reflection }
+        Serving { limits: c.limits.clone(), watch: c.watch, reflection: c.reflection, ext_authz: c.ext_authz.clone() }
     }
 }
 
@@ -108,6 +113,7 @@ pub async fn serve_engine(
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(ext_authz::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
@@ -147,7 +153,13 @@ pub async fn serve_engine(
         handlers.clone(),
         auth::require(creds.clone(), "InventoryService", &[Role::Partner]),
     );
-    let admin = AdminServiceServer::with_interceptor(handlers, auth::require(creds, "AdminService", &[Role::Admin]));
+    let admin =
+        AdminServiceServer::with_interceptor(handlers, auth::require(creds.clone(), "AdminService", &[Role::Admin]));
+    // Envoy sends a gateway's secret in its gRPC service's initial_metadata.
+    let authorization = AuthorizationServer::with_interceptor(
+        ExtAuthz::new(engine.clone(), serving.ext_authz),
+        auth::require(creds, ext_authz::SERVICE_NAME, READERS),
+    );
 
     // Health follows whether this replica can vouch for its data, until shutdown takes over.
     let (stopping, stop_signal) = tokio::sync::watch::channel(false);
@@ -182,6 +194,7 @@ pub async fn serve_engine(
         .add_service(targeting)
         .add_service(inventory)
         .add_service(admin)
+        .add_service(authorization)
         .serve_with_incoming_shutdown(incoming, drain);
     let drain_limit = async {
         match draining.await {

@@ -12,7 +12,8 @@ use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-const EXPECTED_SERVICES: [&str; 7] = [
+const EXPECTED_SERVICES: [&str; 8] = [
+    "envoy.service.auth.v3.Authorization",
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",
@@ -32,6 +33,7 @@ async fn health_reports_serving_for_the_server_and_each_service() {
         "posture.v1.TargetingService",
         "posture.v1.InventoryService",
         "posture.v1.AdminService",
+        "envoy.service.auth.v3.Authorization",
     ] {
         let r = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
         assert_eq!(r.status, ServingStatus::Serving as i32, "{service:?}");
