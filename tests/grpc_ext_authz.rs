@@ -283,18 +283,11 @@ async fn only_gateway_and_admin_credentials_may_ask() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflection_lists_and_describes_the_authorization_service() {
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
     let server = TestServer::start().await;
-    let mut client = ServerReflectionClient::new(server.channel());
-    let mut ask = async |m: MessageRequest| {
-        let request = ServerReflectionRequest { host: String::new(), message_request: Some(m) };
-        let mut stream = client.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
-        stream.message().await.unwrap().unwrap().message_response.unwrap()
-    };
+    let ask = async |m: MessageRequest| reflect(server.channel(), m).await;
     let MessageResponse::ListServicesResponse(list) = ask(MessageRequest::ListServices(String::new())).await else {
         panic!("not a service list");
     };
