@@ -33,6 +33,9 @@ pub struct FileConfig {
     pub insecure: Option<bool>,
     #[serde(default)]
     pub credentials: Vec<CredentialConfig>,
+    /// The `[ext_authz]` table.
+    #[serde(default)]
+    pub ext_authz: ExtAuthzSettings,
 }
 
 /// Who may use server reflection (how grpcurl learns the API without proto files).
@@ -101,6 +104,82 @@ pub struct Overrides {
     /// Serve with no credentials on a non-loopback address: every caller may call every RPC
     #[arg(long, env = "POSTURE_INSECURE")]
     pub insecure: bool,
+    // Boxed, so that enums holding Overrides (the CLI's commands) stay small.
+    #[command(flatten)]
+    pub ext_authz: Box<ExtAuthzSettings>,
+}
+
+/// Where Envoy's ext_authz checks find the user and the device, as given in the file's
+/// `[ext_authz]` table or by flags and the environment; each is optional.
+#[derive(Debug, Default, Clone, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct ExtAuthzSettings {
+    /// ext_authz: the request header naming the user [default: x-posture-user-id]
+    #[arg(long = "ext-authz-user-header", env = "POSTURE_EXT_AUTHZ_USER_HEADER")]
+    pub user_header: Option<String>,
+    /// ext_authz: the request header naming the device [default: x-posture-device-id]
+    #[arg(long = "ext-authz-device-header", env = "POSTURE_EXT_AUTHZ_DEVICE_HEADER")]
+    pub device_header: Option<String>,
+    /// ext_authz: the key under which Envoy's jwt_authn filter puts the verified JWT's payload
+    /// (its `payload_in_metadata`) [default: jwt_payload]
+    #[arg(long = "ext-authz-jwt-payload-key", env = "POSTURE_EXT_AUTHZ_JWT_PAYLOAD_KEY")]
+    pub jwt_payload_key: Option<String>,
+    /// ext_authz: the JWT claim naming the user [default: sub]
+    #[arg(long = "ext-authz-user-claim", env = "POSTURE_EXT_AUTHZ_USER_CLAIM")]
+    pub user_claim: Option<String>,
+    /// ext_authz: the JWT claim naming the device [default: device_id]
+    #[arg(long = "ext-authz-device-claim", env = "POSTURE_EXT_AUTHZ_DEVICE_CLAIM")]
+    pub device_claim: Option<String>,
+}
+
+/// Where Envoy's ext_authz checks find the user and the device: a claim of the JWT that
+/// Envoy's jwt_authn filter verified, else a request header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtAuthzConfig {
+    /// Lowercase, as Envoy sends header names.
+    pub user_header: String,
+    pub device_header: String,
+    pub jwt_payload_key: String,
+    pub user_claim: String,
+    pub device_claim: String,
+}
+
+impl ExtAuthzSettings {
+    /// These settings over `file`'s, then the defaults.
+    fn layer(self, file: ExtAuthzSettings) -> anyhow::Result<ExtAuthzConfig> {
+        Ok(ExtAuthzConfig {
+            user_header: header_name("user_header", self.user_header.or(file.user_header), "x-posture-user-id")?,
+            device_header: header_name(
+                "device_header",
+                self.device_header.or(file.device_header),
+                "x-posture-device-id",
+            )?,
+            jwt_payload_key: key("jwt_payload_key", self.jwt_payload_key.or(file.jwt_payload_key), "jwt_payload")?,
+            user_claim: key("user_claim", self.user_claim.or(file.user_claim), "sub")?,
+            device_claim: key("device_claim", self.device_claim.or(file.device_claim), "device_id")?,
+        })
+    }
+}
+
+fn key(name: &str, value: Option<String>, default: &str) -> anyhow::Result<String> {
+    let value = value.unwrap_or_else(|| default.to_string());
+    anyhow::ensure!(!value.is_empty(), "ext_authz {name} must not be empty");
+    Ok(value)
+}
+
+/// Lowercased: Envoy sends header names in lowercase.
+fn header_name(name: &str, value: Option<String>, default: &str) -> anyhow::Result<String> {
+    let value = key(name, value, default)?.to_ascii_lowercase();
+    // A field name is a token (RFC 9110, section 5.1).
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    anyhow::ensure!(value.chars().all(token), "ext_authz {name} {value:?} is not an HTTP header name");
+    Ok(value)
+}
+
+impl Default for ExtAuthzConfig {
+    fn default() -> Self {
+        ExtAuthzSettings::default().layer(ExtAuthzSettings::default()).expect("the defaults are valid")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +195,7 @@ pub struct Config {
     pub reflection: Reflection,
     pub insecure: bool,
     pub credentials: Vec<CredentialConfig>,
+    pub ext_authz: ExtAuthzConfig,
 }
 
 impl Config {
@@ -178,6 +258,7 @@ impl Config {
             reflection: o.reflection.or(file.reflection).unwrap_or_default(),
             insecure: o.insecure || file.insecure.unwrap_or(false),
             credentials: file.credentials,
+            ext_authz: o.ext_authz.layer(file.ext_authz)?,
         })
     }
 }
@@ -224,5 +305,31 @@ mod tests {
     #[test]
     fn unknown_keys_are_refused() {
         assert!(toml::from_str::<FileConfig>("listn = \"x\"").is_err());
+        assert!(toml::from_str::<FileConfig>("[ext_authz]\nuser_headr = \"x\"").is_err());
+    }
+
+    #[test]
+    fn ext_authz_settings_layer_and_header_names_are_lowercased() {
+        let c = Config::defaults().ext_authz;
+        assert_eq!(
+            (c.user_header.as_str(), c.device_header.as_str(), c.jwt_payload_key.as_str()),
+            ("x-posture-user-id", "x-posture-device-id", "jwt_payload")
+        );
+        assert_eq!((c.user_claim.as_str(), c.device_claim.as_str()), ("sub", "device_id"));
+        let file: FileConfig =
+            toml::from_str("[ext_authz]\nuser_header = \"X-User\"\nuser_claim = \"oid\"").expect("valid toml");
+        let o = Overrides {
+            ext_authz: Box::new(ExtAuthzSettings { user_claim: Some("upn".into()), ..Default::default() }),
+            ..Default::default()
+        };
+        let c = Config::layer(file, o).expect("valid").ext_authz;
+        assert_eq!((c.user_header.as_str(), c.user_claim.as_str()), ("x-user", "upn"));
+        for bad in ["", "x user", "x-user:"] {
+            let o = Overrides {
+                ext_authz: Box::new(ExtAuthzSettings { device_header: Some(bad.into()), ..Default::default() }),
+                ..Default::default()
+            };
+            assert!(Config::layer(FileConfig::default(), o).is_err(), "{bad:?}");
+        }
     }
 }

@@ -1,11 +1,13 @@
-//! Builds the whole server once: the four posture services behind their role checks, the
-//! standard health service (a status per service) and reflection (v1 and v1alpha).
+//! Builds the whole server once: the four posture services and Envoy's external authorization
+//! behind their role checks, the standard health service (a status per service) and
+//! reflection (v1 and v1alpha).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::net::TcpListener;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
@@ -13,22 +15,23 @@ use tonic_health::ServingStatus;
 
 use crate::auth::{Access, Authorize, Credentials, Role};
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
-use crate::config::Reflection;
+use crate::config::{Config, ExtAuthzConfig, Reflection};
 use crate::engine::WatchLimits;
 use crate::engine::{Engine, WatchConfig, Watcher};
 use crate::grpc::Handlers;
+use crate::grpc::ext_authz::{self, ExtAuthz};
 use crate::layers::{Bounds, Limits};
 use crate::proto::{
     self, admin_service_server::AdminServiceServer, compliance_service_server::ComplianceServiceServer,
     inventory_service_server::InventoryServiceServer, targeting_service_server::TargetingServiceServer,
 };
 
-pub const SERVICES: [&str; 4] = [
+pub const SERVICES: [&str; 5] = [
     "posture.v1.ComplianceService",
     "posture.v1.TargetingService",
     "posture.v1.InventoryService",
     "posture.v1.AdminService",
+    ext_authz::SERVICE_NAME,
 ];
 
 /// How long in-flight calls may take to finish once shutdown is signalled. Without a bound, a
@@ -59,17 +62,19 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<
     serve_engine(engine, Serving::from(&config), listener, shutdown).await
 }
 
-/// How the server serves: its limits, and who may use reflection.
+/// How the server serves: its limits, who may use reflection, and where Envoy's ext_authz
+/// checks find the user and the device.
 #[derive(Debug, Clone, Default)]
 pub struct Serving {
     pub limits: Limits,
     pub watch: WatchLimits,
     pub reflection: Reflection,
+    pub ext_authz: ExtAuthzConfig,
 }
 
 impl From<&Config> for Serving {
     fn from(c: &Config) -> Self {
-        Serving { limits: c.limits.clone(), watch: c.watch, reflection: c.reflection }
+        Serving { limits: c.limits.clone(), watch: c.watch, reflection: c.reflection, ext_authz: c.ext_authz.clone() }
     }
 }
 
@@ -107,6 +112,7 @@ pub async fn serve_engine(
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(ext_authz::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
@@ -154,6 +160,7 @@ pub async fn serve_engine(
         .add_service(TargetingServiceServer::new(handlers.clone()))
         .add_service(InventoryServiceServer::new(handlers.clone()))
         .add_service(AdminServiceServer::new(handlers))
+        .add_service(AuthorizationServer::new(ExtAuthz::new(engine.clone(), serving.ext_authz)))
         .serve_with_incoming_shutdown(incoming, drain);
     let drain_limit = async {
         match draining.await {
@@ -185,6 +192,8 @@ fn access(reflection: Reflection) -> Vec<Access> {
         service("/posture.v1.TargetingService/", "TargetingService", READERS, false),
         service("/posture.v1.InventoryService/", "InventoryService", &[Role::Partner], false),
         service("/posture.v1.AdminService/", "AdminService", &[Role::Admin], true),
+        // Envoy sends a gateway's secret in its gRPC service's initial_metadata.
+        service("/envoy.service.auth.v3.Authorization/", ext_authz::SERVICE_NAME, READERS, false),
     ];
     if reflection == Reflection::Authenticated {
         const ANY: &[Role] = &[Role::Admin, Role::Gateway, Role::Partner];

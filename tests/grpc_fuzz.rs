@@ -47,6 +47,11 @@ const RPCS: &[(&str, &str, Reencode)] = &[
     ("/posture.v1.AdminService/GetSettings", ADMIN_SECRET, as_request::<pb::GetSettingsRequest>),
     ("/posture.v1.AdminService/UpdateSettings", ADMIN_SECRET, as_request::<pb::UpdateSettingsRequest>),
     ("/posture.v1.AdminService/DeleteDevice", ADMIN_SECRET, as_request::<pb::DeleteDeviceRequest>),
+    (
+        "/envoy.service.auth.v3.Authorization/Check",
+        GATEWAY_SECRET,
+        as_request::<envoy_types::ext_authz::v3::pb::CheckRequest>,
+    ),
     ("/grpc.health.v1.Health/Check", GATEWAY_SECRET, as_request::<HealthCheckRequest>),
 ];
 

@@ -12,7 +12,8 @@ use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-const EXPECTED_SERVICES: [&str; 7] = [
+const EXPECTED_SERVICES: [&str; 8] = [
+    "envoy.service.auth.v3.Authorization",
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",
@@ -32,6 +33,7 @@ async fn health_reports_serving_for_the_server_and_each_service() {
         "posture.v1.TargetingService",
         "posture.v1.InventoryService",
         "posture.v1.AdminService",
+        "envoy.service.auth.v3.Authorization",
     ] {
         let r = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
         assert_eq!(r.status, ServingStatus::Serving as i32, "{service:?}");
@@ -43,20 +45,11 @@ async fn health_reports_serving_for_the_server_and_each_service() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflection_v1_lists_every_service_and_describes_them() {
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
     let server = TestServer::start().await;
-    let mut client = ServerReflectionClient::new(server.channel());
-    let mut ask = async |m: MessageRequest| {
-        let request = ServerReflectionRequest { host: String::new(), message_request: Some(m) };
-        let mut stream = client.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
-        let answer = stream.message().await.unwrap().unwrap();
-        assert!(stream.message().await.unwrap().is_none(), "one answer per question");
-        answer.message_response.unwrap()
-    };
+    let ask = async |m: MessageRequest| reflect(server.channel(), m).await;
     let MessageResponse::ListServicesResponse(list) = ask(MessageRequest::ListServices(String::new())).await else {
         panic!("not a service list");
     };
@@ -65,7 +58,7 @@ async fn reflection_v1_lists_every_service_and_describes_them() {
     assert_eq!(names, EXPECTED_SERVICES);
 
     // What grpcurl's `describe` does: the file holding a service, then each file it imports.
-    let mut file = async |m: MessageRequest| match ask(m).await {
+    let file = async |m: MessageRequest| match ask(m).await {
         MessageResponse::FileDescriptorResponse(f) => {
             assert_eq!(f.file_descriptor_proto.len(), 1);
             prost_types::FileDescriptorProto::decode(f.file_descriptor_proto[0].as_slice()).unwrap()

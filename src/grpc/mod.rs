@@ -12,6 +12,7 @@ use crate::error::Result;
 
 pub mod admin;
 pub mod compliance;
+pub mod ext_authz;
 pub mod incoming;
 pub mod inventory;
 pub mod outgoing;

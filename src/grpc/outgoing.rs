@@ -1,6 +1,8 @@
 //! What goes out: domain values rendered as wire messages. No rule is decided here; what a
 //! message says comes from the domain (`access::seen_by`, `connector::status`, …).
 
+use envoy_types::ext_authz::v3::pb as ext_authz;
+
 use crate::domain::access::{self, DeviceDecision, Explanation, Reason};
 use crate::domain::compliance::{ComplianceState, PolicyResult, SettingResult};
 use crate::domain::connector::ConnectorStatus;
@@ -292,5 +294,64 @@ impl From<&m::TenantSettings> for pb::Settings {
             }) as i32,
             validity_days: s.validity_days,
         }
+    }
+}
+
+// ---- Envoy ext_authz ----
+
+/// The device's decision as `user_id` sees it, as Envoy's ext_authz answer.
+pub fn ext_authz(d: &DeviceDecision, user_id: &str, revision: u64) -> ext_authz::CheckResponse {
+    let seen = access::seen_by(d, user_id);
+    ext_authz_answer(seen.allow, seen.reasons(), Some(revision))
+}
+
+/// The answer to a request that names no valid user or device: a deny, made at no revision.
+pub fn ext_authz_refused(reasons: &[Reason]) -> ext_authz::CheckResponse {
+    ext_authz_answer(false, reasons.iter(), None)
+}
+
+/// ALLOW: OK, and headers for the upstream. DENY: PERMISSION_DENIED, and a 403 whose JSON body
+/// lists the reasons.
+fn ext_authz_answer<'a>(
+    allow: bool,
+    reasons: impl Iterator<Item = &'a Reason>,
+    revision: Option<u64>,
+) -> ext_authz::CheckResponse {
+    let mut headers = vec![ext_authz_header("x-posture-decision", if allow { "allow" } else { "deny" })];
+    headers.extend(revision.map(|r| ext_authz_header("x-posture-revision", &r.to_string())));
+    let (code, message, http_response) = if allow {
+        let ok = ext_authz::OkHttpResponse { headers, ..Default::default() };
+        (tonic::Code::Ok, "allow".to_string(), ext_authz::HttpResponse::OkResponse(ok))
+    } else {
+        let reasons: Vec<&Reason> = reasons.collect();
+        let codes: Vec<&str> = reasons.iter().map(|r| r.code.as_str()).collect();
+        let listed: Vec<_> =
+            reasons.iter().map(|r| serde_json::json!({ "code": r.code.as_str(), "message": r.message })).collect();
+        let mut body = serde_json::json!({ "decision": "deny", "reasons": listed });
+        if let Some(r) = revision {
+            body["revision"] = r.into();
+        }
+        headers.push(ext_authz_header("content-type", "application/json"));
+        let denied = ext_authz::DeniedHttpResponse {
+            status: Some(ext_authz::HttpStatus { code: ext_authz::HttpStatusCode::Forbidden as i32 }),
+            headers,
+            body: body.to_string(),
+        };
+        let message = format!("deny: {}", codes.join(", "));
+        (tonic::Code::PermissionDenied, message, ext_authz::HttpResponse::DeniedResponse(denied))
+    };
+    ext_authz::CheckResponse {
+        status: Some(envoy_types::pb::google::rpc::Status { code: code as i32, message, details: vec![] }),
+        http_response: Some(http_response),
+        dynamic_metadata: None,
+    }
+}
+
+/// Set, replacing any the client sent: an upstream must not see a forged decision.
+fn ext_authz_header(key: &str, value: &str) -> ext_authz::HeaderValueOption {
+    ext_authz::HeaderValueOption {
+        header: Some(ext_authz::HeaderValue { key: key.into(), value: value.into(), raw_value: vec![] }),
+        append_action: ext_authz::HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        ..Default::default()
     }
 }

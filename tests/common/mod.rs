@@ -29,6 +29,10 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
 pub const ADMIN_SECRET: &str = "test-admin-secret";
 pub const GATEWAY_SECRET: &str = "test-gateway-secret";
@@ -291,6 +295,16 @@ impl Drop for TestServer {
             });
         }
     }
+}
+
+/// One question to server reflection (v1), and its one answer.
+pub async fn reflect(channel: Channel, question: MessageRequest) -> MessageResponse {
+    let mut client = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest { host: String::new(), message_request: Some(question) };
+    let mut stream = client.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
+    let answer = stream.message().await.unwrap().unwrap();
+    assert!(stream.message().await.unwrap().is_none(), "one answer per question");
+    answer.message_response.unwrap()
 }
 
 // ---- time ----

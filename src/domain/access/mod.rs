@@ -54,10 +54,14 @@ pub enum ReasonCode {
     PartnerVerdictStale,
     /// This replica has lost its store for longer than the allowed staleness.
     StoreUnavailable,
+    /// The request named no user or no device (Envoy ext_authz: neither a header nor a claim).
+    IdentityMissing,
+    /// The user or device id the request named is not a valid id.
+    IdentityInvalid,
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 24] = [
+    pub const ALL: [ReasonCode; 26] = [
         ReasonCode::Compliant,
         ReasonCode::InGracePeriod,
         ReasonCode::DeviceUnknown,
@@ -82,6 +86,8 @@ impl ReasonCode {
         ReasonCode::PartnerVerdictCompliant,
         ReasonCode::PartnerVerdictStale,
         ReasonCode::StoreUnavailable,
+        ReasonCode::IdentityMissing,
+        ReasonCode::IdentityInvalid,
     ];
 
     /// The SCREAMING_SNAKE name used on the wire and in metrics.
@@ -112,6 +118,8 @@ impl ReasonCode {
             PartnerVerdictCompliant => "PARTNER_VERDICT_COMPLIANT",
             PartnerVerdictStale => "PARTNER_VERDICT_STALE",
             StoreUnavailable => "STORE_UNAVAILABLE",
+            IdentityMissing => "IDENTITY_MISSING",
+            IdentityInvalid => "IDENTITY_INVALID",
         }
     }
 
