@@ -37,7 +37,7 @@ async fn a_serving_server_and_each_of_its_services_pass() {
     let out = probe(server.addr, &[]).await;
     assert!(out.status.success(), "stderr: {}", stderr(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "SERVING");
-    for service in posture::server::SERVICES {
+    for service in posture::server::SERVICES.iter().chain(&[posture::server::LIVENESS]) {
         let out = probe(server.addr, &["--service", service]).await;
         assert!(out.status.success(), "{service}: {}", stderr(&out));
     }
