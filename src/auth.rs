@@ -237,7 +237,13 @@ where
                     let peer = req.extensions().get::<TcpConnectInfo>().and_then(TcpConnectInfo::remote_addr);
                     let status = Status::from(e);
                     let credential = credentials.known_id(header);
-                    audit::refused(credential, req.uri().path(), peer, status.code(), status.message());
+                    audit::refused(
+                        credential,
+                        req.uri().path().trim_start_matches('/'),
+                        peer,
+                        status.code(),
+                        status.message(),
+                    );
                     return Box::pin(std::future::ready(Ok(status.into_http())));
                 }
             }

@@ -22,6 +22,8 @@ enum Command {
     /// line, where it would stay in the shell's history and show in the process list), for a
     /// credential's `secret_sha256`. E.g. `read -rs S && printf %s "$S" | posture hash-secret`.
     HashSecret,
+    /// Ask a running server's health service; exit 0 when SERVING, 1 with the reason otherwise.
+    Probe(posture::probe::ProbeArgs),
 }
 
 #[tokio::main]
@@ -41,6 +43,18 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", posture::auth::sha256_hex(&read_secret(std::io::stdin().lock())?));
             Ok(())
         }
+        Command::Probe(args) => match posture::probe::probe(&args).await {
+            Ok(()) => {
+                println!("SERVING");
+                Ok(())
+            }
+            // One line and exit 1: what Docker's HEALTHCHECK and Kubernetes exec probes read.
+            Err(reason) => {
+                let asked = if args.service.is_empty() { args.addr } else { format!("{} {}", args.addr, args.service) };
+                eprintln!("posture probe {asked}: {reason}");
+                std::process::exit(1)
+            }
+        },
     }
 }
 

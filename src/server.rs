@@ -34,6 +34,12 @@ pub const SERVICES: [&str; 5] = [
     ext_authz::SERVICE_NAME,
 ];
 
+/// The health entry for liveness probes: SERVING for as long as this process serves, whatever
+/// its store's availability. A replica past its maximum staleness is NOT_SERVING for `""` and
+/// every service (not ready), but restarting it would not help: it recovers by itself when the
+/// store returns, and a restart could not even load its state meanwhile.
+pub const LIVENESS: &str = "liveness";
+
 /// How long in-flight calls may take to finish once shutdown is signalled. Without a bound, a
 /// WatchCompliance client that stops reading would hold the server forever: its stream waits
 /// on HTTP/2 flow control and is never polled again, so it cannot be ended from inside.
@@ -105,7 +111,7 @@ pub async fn serve_engine(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    for name in SERVICES.iter().chain(&[""]) {
+    for name in SERVICES.iter().chain(&["", LIVENESS]) {
         health.set_service_status(*name, ServingStatus::Serving).await;
     }
     // Both reflection versions know every service, so old and new grpcurl list the same.

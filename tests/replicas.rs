@@ -298,6 +298,10 @@ async fn a_replica_cut_off_from_postgresql_denies_past_its_max_staleness_and_rec
     // Past it: NOT_SERVING, and every access denied, saying why.
     wait_for_health(&cut_off, ServingStatus::NotServing).await;
     assert!(cut_at.elapsed() >= Duration::from_secs(2), "not before the maximum staleness");
+    // Not ready, but alive: a liveness probe does not restart a replica that is merely stale.
+    let mut health = HealthClient::new(cut_off.channel());
+    let live = health.check(HealthCheckRequest { service: posture::server::LIVENESS.into() }).await.unwrap();
+    assert_eq!(live.into_inner().status, ServingStatus::Serving as i32);
     let r = check_at(&cut_off, "ada", "mac-ada", 0).await;
     assert_eq!((r.decision, codes(&r.reasons)), (pb::Decision::Deny as i32, vec!["STORE_UNAVAILABLE"]));
     let err = cut_off
