@@ -20,6 +20,7 @@ use tower::{Layer, Service};
 use crate::audit;
 use crate::domain::diagnosis::PartnerCredential;
 use crate::error::Error;
+use crate::tls::TlsPeer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -34,11 +35,15 @@ pub enum Role {
 
 /// One configured credential.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CredentialConfig {
-    /// The client's id; for the partner, the connector's `partner_app_id`.
+    /// The client's id; for the partner, the connector's `partner_app_id`. A client
+    /// certificate that names it (see [`crate::tls`]) authenticates as this credential.
     pub id: String,
     pub role: Role,
-    /// Hex SHA-256 digests of the valid secrets (two during a rotation).
+    /// Hex SHA-256 digests of the valid secrets (two during a rotation); none for a
+    /// credential that authenticates by client certificate only.
+    #[serde(default)]
     pub secret_sha256: Vec<String>,
 }
 
@@ -64,7 +69,6 @@ impl Credentials {
         let mut c = Credentials::default();
         for cfg in configs {
             anyhow::ensure!(!cfg.id.is_empty(), "a credential has an empty id");
-            anyhow::ensure!(!cfg.secret_sha256.is_empty(), "credential {} has no secret_sha256", cfg.id);
             anyhow::ensure!(
                 c.roles.insert(cfg.id.clone(), cfg.role).is_none(),
                 "credential {} is listed twice",
@@ -84,6 +88,13 @@ impl Credentials {
         Ok(c)
     }
 
+    /// The ids of the credentials (no secrets), for logs.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        let mut ids: Vec<&str> = self.roles.keys().map(String::as_str).collect();
+        ids.sort_unstable();
+        ids.into_iter()
+    }
+
     /// With no credentials configured, authentication is off (a warning is logged at start).
     pub fn enabled(&self) -> bool {
         !self.roles.is_empty()
@@ -101,10 +112,44 @@ impl Credentials {
         }
     }
 
-    fn authenticate(&self, header: Option<&str>) -> Result<Caller, Error> {
-        let header = header.ok_or_else(|| {
-            Error::Unauthenticated("missing authorization metadata: send \"authorization: Bearer <secret>\"".into())
-        })?;
+    /// The ids of the credentials that have no secret: they can authenticate only by a client
+    /// certificate.
+    pub fn certificate_only(&self) -> impl Iterator<Item = &str> {
+        let with_secret: std::collections::HashSet<&str> = self.by_digest.values().map(|c| c.id.as_str()).collect();
+        self.roles.keys().map(String::as_str).filter(move |id| !with_secret.contains(id))
+    }
+
+    /// The caller a request is from: by its bearer secret when it sends one, else by the
+    /// client certificate of its connection.
+    fn authenticate(&self, header: Option<&str>, certificate: Option<&[String]>) -> Result<Caller, Error> {
+        match (header, certificate) {
+            (Some(header), _) => self.by_bearer(header),
+            (None, Some(names)) => self.by_certificate(names),
+            (None, None) => Err(Error::Unauthenticated(
+                "missing authorization metadata: send \"authorization: Bearer <secret>\"".into(),
+            )),
+        }
+    }
+
+    fn by_certificate(&self, names: &[String]) -> Result<Caller, Error> {
+        let mut named = names.iter().filter_map(|n| self.roles.get_key_value(n));
+        let Some((id, role)) = named.next() else {
+            let names = names.iter().take(4).map(|n| format!("\"{}\"", crate::domain::quote(n))).collect::<Vec<_>>();
+            let names = names.join(", ");
+            return Err(Error::Unauthenticated(format!(
+                "the client certificate names [{names}], and no credential has any of those ids; \
+                 send \"authorization: Bearer <secret>\" or use a certificate that names a credential"
+            )));
+        };
+        if let Some((other, _)) = named.find(|(other, _)| *other != id) {
+            return Err(Error::Unauthenticated(format!(
+                "the client certificate names two credentials, {id} and {other}: it must name one"
+            )));
+        }
+        Ok(Caller { id: id.clone(), role: *role })
+    }
+
+    fn by_bearer(&self, header: &str) -> Result<Caller, Error> {
         // The scheme is case-insensitive (RFC 7235): "Bearer", "bearer", "BEARER".
         let secret = header
             .split_once(' ')
@@ -117,13 +162,20 @@ impl Credentials {
 
     /// The id of the credential `header` names, when it names one (for the audit trail: a
     /// refusal for the wrong role says whose; an unknown secret names nobody).
-    fn known_id(&self, header: Option<&str>) -> Option<&str> {
-        self.authenticate(header).ok().and_then(|c| self.roles.get_key_value(&c.id).map(|(id, _)| id.as_str()))
+    fn known_id(&self, header: Option<&str>, certificate: Option<&[String]>) -> Option<&str> {
+        let caller = self.authenticate(header, certificate).ok()?;
+        self.roles.get_key_value(&caller.id).map(|(id, _)| id.as_str())
     }
 
-    /// The caller behind `header`, if its role may call `service`.
-    fn admit(&self, header: Option<&str>, service: &str, roles: &[Role]) -> Result<Caller, Error> {
-        let caller = self.authenticate(header)?;
+    /// The caller a request is from, if its role may call `service`.
+    fn admit(
+        &self,
+        header: Option<&str>,
+        certificate: Option<&[String]>,
+        service: &str,
+        roles: &[Role],
+    ) -> Result<Caller, Error> {
+        let caller = self.authenticate(header, certificate)?;
         if !roles.contains(&caller.role) {
             return Err(Error::PermissionDenied(format!(
                 "credential {} has the {:?} role, which may not call {service}",
@@ -228,15 +280,18 @@ where
         let mut who = None;
         if credentials.enabled() {
             let header = req.headers().get("authorization").and_then(|v| v.to_str().ok());
-            match credentials.admit(header, access.service, access.roles) {
+            let tls = req.extensions().get::<TlsPeer>();
+            let certificate = tls.and_then(|t| t.certificate_names.as_deref());
+            match credentials.admit(header, certificate, access.service, access.roles) {
                 Ok(caller) => {
                     who = access.audited.then(|| caller.id.clone());
                     req.extensions_mut().insert(caller);
                 }
                 Err(e) => {
-                    let peer = req.extensions().get::<TcpConnectInfo>().and_then(TcpConnectInfo::remote_addr);
+                    let tcp = req.extensions().get::<TcpConnectInfo>().and_then(TcpConnectInfo::remote_addr);
+                    let peer = tcp.or(tls.and_then(|t| t.remote));
                     let status = Status::from(e);
-                    let credential = credentials.known_id(header);
+                    let credential = credentials.known_id(header, certificate);
                     audit::refused(
                         credential,
                         req.uri().path().trim_start_matches('/'),

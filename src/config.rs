@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::auth::CredentialConfig;
+use crate::tls::TlsFiles;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_DATA_DIR: &str = "./posture-data";
@@ -31,6 +32,11 @@ pub struct FileConfig {
     pub max_watch_streams_per_credential: Option<usize>,
     pub reflection: Option<Reflection>,
     pub insecure: Option<bool>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_client_ca: Option<PathBuf>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub reload_interval: Option<Duration>,
     #[serde(default)]
     pub credentials: Vec<CredentialConfig>,
     /// The `[ext_authz]` table.
@@ -104,6 +110,19 @@ pub struct Overrides {
     /// Serve with no credentials on a non-loopback address: every caller may call every RPC
     #[arg(long, env = "POSTURE_INSECURE")]
     pub insecure: bool,
+    /// Serve TLS with this certificate chain (PEM); needs --tls-key
+    #[arg(long, env = "POSTURE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM)
+    #[arg(long, env = "POSTURE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates that chain to these CAs (PEM): mutual TLS
+    #[arg(long, env = "POSTURE_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// How often the configuration file's credentials and the TLS files are checked for
+    /// changes (SIGHUP checks at once) [default: 2s]
+    #[arg(long, env = "POSTURE_RELOAD_INTERVAL", value_parser = humantime::parse_duration)]
+    pub reload_interval: Option<Duration>,
     // Boxed, so that enums holding Overrides (the CLI's commands) stay small.
     #[command(flatten)]
     pub ext_authz: Box<ExtAuthzSettings>,
@@ -194,8 +213,12 @@ pub struct Config {
     pub watch: crate::engine::WatchLimits,
     pub reflection: Reflection,
     pub insecure: bool,
+    pub tls: Option<TlsFiles>,
+    pub reload_interval: Duration,
     pub credentials: Vec<CredentialConfig>,
     pub ext_authz: ExtAuthzConfig,
+    /// The file the configuration was read from: its credentials are reloaded while serving.
+    pub file: Option<PathBuf>,
 }
 
 impl Config {
@@ -210,7 +233,8 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        Config::layer(file, overrides)
+        let path = overrides.config.clone();
+        Ok(Config { file: path, ..Config::layer(file, overrides)? })
     }
 
     fn layer(file: FileConfig, o: Overrides) -> anyhow::Result<Self> {
@@ -246,6 +270,21 @@ impl Config {
                 .or(file.max_watch_streams_per_credential)
                 .unwrap_or(watch_defaults.streams_per_credential),
         };
+        let tls = match (
+            o.tls_cert.or(file.tls_cert),
+            o.tls_key.or(file.tls_key),
+            o.tls_client_ca.or(file.tls_client_ca),
+        ) {
+            (Some(cert), Some(key), client_ca) => Some(TlsFiles { cert, key, client_ca }),
+            (None, None, None) => None,
+            (None, None, Some(_)) => anyhow::bail!(
+                "tls_client_ca needs the server's own certificate too: give tls_cert and tls_key (--tls-cert, --tls-key)"
+            ),
+            (Some(_), None, _) => anyhow::bail!("tls_cert needs its private key: give tls_key (--tls-key)"),
+            (None, Some(_), _) => anyhow::bail!("tls_key needs its certificate: give tls_cert (--tls-cert)"),
+        };
+        let reload_interval = o.reload_interval.or(file.reload_interval).unwrap_or(crate::reload::DEFAULT_INTERVAL);
+        anyhow::ensure!(reload_interval >= Duration::from_millis(100), "reload_interval must be at least 100ms");
         Ok(Config {
             listen,
             data_dir,
@@ -257,13 +296,17 @@ impl Config {
             watch,
             reflection: o.reflection.or(file.reflection).unwrap_or_default(),
             insecure: o.insecure || file.insecure.unwrap_or(false),
+            tls,
+            reload_interval,
             credentials: file.credentials,
             ext_authz: o.ext_authz.layer(file.ext_authz)?,
+            file: None,
         })
     }
 }
 
-fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+/// Reads a configuration file (as `--config` names it).
+pub fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }

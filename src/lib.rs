@@ -13,5 +13,7 @@ pub mod grpc;
 pub mod layers;
 pub mod probe;
 pub mod proto;
+pub mod reload;
 pub mod server;
 pub mod store;
+pub mod tls;

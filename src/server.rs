@@ -3,17 +3,17 @@
 //! reflection (v1 and v1alpha).
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use futures_util::future::Either;
 use tokio::net::TcpListener;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
-use crate::auth::{Access, Authorize, Credentials, Role};
+use crate::auth::{Access, Authorize, Role};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ExtAuthzConfig, Reflection};
 use crate::engine::WatchLimits;
@@ -25,6 +25,8 @@ use crate::proto::{
     self, admin_service_server::AdminServiceServer, compliance_service_server::ComplianceServiceServer,
     inventory_service_server::InventoryServiceServer, targeting_service_server::TargetingServiceServer,
 };
+use crate::reload::{self, Reload};
+use crate::tls::{TlsFiles, TlsServer};
 
 pub const SERVICES: [&str; 5] = [
     "posture.v1.ComplianceService",
@@ -47,11 +49,7 @@ pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// Opens the store, loads the state and, with `--demo`, seeds an empty store.
 pub async fn open_engine(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Engine>> {
-    let mut credentials = config.credentials.clone();
-    if config.demo && credentials.is_empty() {
-        credentials = crate::demo::credentials();
-    }
-    let credentials = Arc::new(Credentials::new(&credentials)?);
+    let credentials = Arc::new(reload::credentials(&config.credentials, config.demo)?);
     let store = crate::store::open(&config.store).await?;
     let engine = Engine::open(store, clock, config.cache_capacity, credentials).await?;
     let engine = Arc::new(engine.with_max_staleness(config.max_staleness));
@@ -64,7 +62,7 @@ pub async fn open_engine(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Resu
 /// Runs the server on `listener` until `shutdown` completes, then drains in-flight calls.
 pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let engine = open_engine(&config, Arc::new(SystemClock)).await?;
-    check_exposure(listener.local_addr()?, &engine.credentials(), config.insecure)?;
+    reload::check_exposure(listener.local_addr()?, &engine.credentials(), config.insecure)?;
     serve_engine(engine, Serving::from(&config), listener, shutdown).await
 }
 
@@ -76,32 +74,28 @@ pub struct Serving {
     pub watch: WatchLimits,
     pub reflection: Reflection,
     pub ext_authz: ExtAuthzConfig,
+    /// Serve TLS (and require client certificates) with these files.
+    pub tls: Option<TlsFiles>,
+    /// What to reload credentials from while serving.
+    pub reload: Reload,
 }
 
 impl From<&Config> for Serving {
     fn from(c: &Config) -> Self {
-        Serving { limits: c.limits.clone(), watch: c.watch, reflection: c.reflection, ext_authz: c.ext_authz.clone() }
+        Serving {
+            limits: c.limits.clone(),
+            watch: c.watch,
+            reflection: c.reflection,
+            ext_authz: c.ext_authz.clone(),
+            tls: c.tls.clone(),
+            reload: Reload {
+                config_file: c.file.clone(),
+                demo: c.demo,
+                insecure: c.insecure,
+                interval: c.reload_interval,
+            },
+        }
     }
-}
-
-/// No open default: with no credentials, posture serves only on a loopback address, unless
-/// told to serve open (`--insecure`), which it then says loudly.
-pub fn check_exposure(addr: SocketAddr, credentials: &Credentials, insecure: bool) -> anyhow::Result<()> {
-    if credentials.enabled() {
-        return Ok(());
-    }
-    if addr.ip().is_loopback() {
-        tracing::warn!(%addr, "no credentials configured: authentication is OFF (this address is loopback only)");
-        return Ok(());
-    }
-    anyhow::ensure!(
-        insecure,
-        "refusing to listen on {addr} with no credentials configured: anyone who reaches it could call every RPC, \
-         AdminService included. Configure credentials (see the README's configuration section), listen on \
-         127.0.0.1, or pass --insecure to serve open on purpose"
-    );
-    tracing::error!(%addr, "INSECURE: no credentials configured and listening beyond loopback: every caller may call every RPC, AdminService included");
-    Ok(())
 }
 
 pub async fn serve_engine(
@@ -110,6 +104,14 @@ pub async fn serve_engine(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let tls = serving.tls.map(TlsServer::load).transpose()?.map(Arc::new);
+    for id in engine.credentials().certificate_only() {
+        anyhow::ensure!(
+            tls.as_ref().is_some_and(|t| t.requires_client_certificates()),
+            "credential {id} has no secret_sha256, so only a client certificate can authenticate it, but client \
+             certificates are not asked for: give tls_client_ca (--tls-client-ca), or a secret"
+        );
+    }
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in SERVICES.iter().chain(&["", LIVENESS]) {
         health.set_service_status(*name, ServingStatus::Serving).await;
@@ -136,18 +138,24 @@ pub async fn serve_engine(
 
     // Health follows whether this replica can vouch for its data, until shutdown takes over.
     let (stopping, stop_signal) = tokio::sync::watch::channel(false);
-    let availability = tokio::spawn(follow_availability(engine.clone(), health.clone(), stop_signal));
-
+    let availability = tokio::spawn(follow_availability(engine.clone(), health.clone(), stop_signal.clone()));
     let addr = listener.local_addr()?;
-    // Without TCP_NODELAY, pipelined responses wait on delayed ACKs (40 ms each).
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let credentials = engine.credentials_handle().clone();
+    let reloading = tokio::spawn(reload::run(serving.reload, addr, credentials, tls.clone(), stop_signal));
+
     let authentication = if engine.credentials().enabled() { "on" } else { "OFF" };
-    tracing::info!(%addr, revision = engine.revision(), authentication, "posture serving");
+    let transport = match &tls {
+        Some(t) if t.requires_client_certificates() => "mutual TLS",
+        Some(_) => "TLS",
+        None => "plaintext",
+    };
+    tracing::info!(%addr, revision = engine.revision(), authentication, transport, "posture serving");
     let (drained, draining) = tokio::sync::oneshot::channel::<()>();
     let drain = async move {
         shutdown.await;
         let _ = stopping.send(true);
         let _ = availability.await;
+        let _ = reloading.await;
         tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
         for name in SERVICES.iter().chain(&[""]) {
             health.set_service_status(*name, ServingStatus::NotServing).await;
@@ -156,7 +164,7 @@ pub async fn serve_engine(
         watcher.close();
         let _ = drained.send(());
     };
-    let serving = Server::builder()
+    let router = Server::builder()
         .layer(Bounds::new(serving.limits))
         .layer(authorize)
         .add_service(health_service)
@@ -166,8 +174,15 @@ pub async fn serve_engine(
         .add_service(TargetingServiceServer::new(handlers.clone()))
         .add_service(InventoryServiceServer::new(handlers.clone()))
         .add_service(AdminServiceServer::new(handlers))
-        .add_service(AuthorizationServer::new(ExtAuthz::new(engine.clone(), serving.ext_authz)))
-        .serve_with_incoming_shutdown(incoming, drain);
+        .add_service(AuthorizationServer::new(ExtAuthz::new(engine.clone(), serving.ext_authz)));
+    let serving = match tls {
+        Some(tls) => Either::Left(router.serve_with_incoming_shutdown(tls.incoming(listener), drain)),
+        // Without TCP_NODELAY, pipelined responses wait on delayed ACKs (40 ms each).
+        None => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            Either::Right(router.serve_with_incoming_shutdown(incoming, drain))
+        }
+    };
     let drain_limit = async {
         match draining.await {
             Ok(()) => tokio::time::sleep(DRAIN_LIMIT).await,

@@ -211,16 +211,16 @@ fn serving_open_beyond_loopback_needs_insecure() {
     use posture::auth::Credentials;
     let open = Credentials::default();
     let any: std::net::SocketAddr = "0.0.0.0:50051".parse().unwrap();
-    let err = posture::server::check_exposure(any, &open, false).unwrap_err().to_string();
+    let err = posture::reload::check_exposure(any, &open, false).unwrap_err().to_string();
     assert!(
         err.contains("refusing to listen on 0.0.0.0:50051 with no credentials") && err.contains("--insecure"),
         "{err}"
     );
-    assert!(posture::server::check_exposure(any, &open, true).is_ok());
-    assert!(posture::server::check_exposure("127.0.0.1:50051".parse().unwrap(), &open, false).is_ok());
-    assert!(posture::server::check_exposure("[::1]:50051".parse().unwrap(), &open, false).is_ok());
+    assert!(posture::reload::check_exposure(any, &open, true).is_ok());
+    assert!(posture::reload::check_exposure("127.0.0.1:50051".parse().unwrap(), &open, false).is_ok());
+    assert!(posture::reload::check_exposure("[::1]:50051".parse().unwrap(), &open, false).is_ok());
     let configured = Credentials::new(&default_credentials()).unwrap();
-    assert!(posture::server::check_exposure(any, &configured, false).is_ok());
+    assert!(posture::reload::check_exposure(any, &configured, false).is_ok());
 }
 
 #[test]

@@ -14,3 +14,12 @@ pub mod version;
 
 pub use model::Timestamp;
 pub use state::{Change, State, Touched};
+
+/// At most the first 40 characters of what was sent, for an error message: a message that
+/// echoes a huge value would not fit in a gRPC status.
+pub fn quote(s: &str) -> String {
+    match s.char_indices().nth(40) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_string(),
+    }
+}

@@ -4,6 +4,8 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
 
+use super::quote;
+
 /// A dotted numeric version, compared component by component; missing components count as 0.
 #[derive(Debug, Clone, Eq)]
 pub struct OsVersion(Vec<u32>);
@@ -14,15 +16,6 @@ impl OsVersion {
     }
     fn part(&self, i: usize) -> u32 {
         self.0.get(i).copied().unwrap_or(0)
-    }
-}
-
-/// At most the first 40 characters of what was sent, for an error message: a message that
-/// echoes a huge value would not fit in a gRPC status.
-fn quote(s: &str) -> String {
-    match s.char_indices().nth(40) {
-        Some((at, _)) => format!("{}…", &s[..at]),
-        None => s.to_string(),
     }
 }
 

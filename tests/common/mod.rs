@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 pub mod domain;
+pub mod pki;
 pub mod proxy;
 pub mod raw;
 
@@ -26,7 +27,7 @@ use tokio::task::JoinHandle;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use tonic_reflection::pb::v1::ServerReflectionRequest;
@@ -87,10 +88,25 @@ pub struct TestServer {
     pub config: Config,
     /// The clock the server reads, when the test drives time (see [`TestServer::start_at`]).
     pub clock: Option<Arc<ManualClock>>,
+    /// How the test's clients speak TLS to it (`None`: plaintext).
+    pub client_tls: Option<ClientTlsConfig>,
     dir: Option<TempDir>,
     channel: Channel,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// A lazy channel to `addr`, over TLS when `tls` is given.
+pub fn channel_to(addr: SocketAddr, tls: Option<ClientTlsConfig>) -> Channel {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(20));
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls).unwrap();
+    }
+    endpoint.connect_lazy()
 }
 
 pub fn config_for(dir: &Path, credentials: Vec<CredentialConfig>, demo: bool) -> Config {
@@ -143,7 +159,21 @@ impl TestServer {
     }
 
     /// The same, reading `clock` (the system's when `None`).
-    pub async fn launch_with_clock(mut config: Config, dir: TempDir, clock: Option<Arc<ManualClock>>) -> Self {
+    pub async fn launch_with_clock(config: Config, dir: TempDir, clock: Option<Arc<ManualClock>>) -> Self {
+        Self::launch_all(config, dir, clock, None).await
+    }
+
+    /// A server with TLS in `config`, which the test's clients reach with `client_tls`.
+    pub async fn launch_tls(config: Config, dir: TempDir, client_tls: ClientTlsConfig) -> Self {
+        Self::launch_all(config, dir, None, Some(client_tls)).await
+    }
+
+    async fn launch_all(
+        mut config: Config,
+        dir: TempDir,
+        clock: Option<Arc<ManualClock>>,
+        client_tls: Option<ClientTlsConfig>,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         config.listen = addr;
@@ -161,13 +191,17 @@ impl TestServer {
                 })
             }
         };
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(20))
-            .connect_lazy();
-        let mut server =
-            TestServer { addr, config, clock, dir: Some(dir), channel, shutdown: Some(tx), task: Some(task) };
+        let channel = channel_to(addr, client_tls.clone());
+        let mut server = TestServer {
+            addr,
+            config,
+            clock,
+            client_tls,
+            dir: Some(dir),
+            channel,
+            shutdown: Some(tx),
+            task: Some(task),
+        };
         server.wait_serving().await;
         server
     }
@@ -198,6 +232,11 @@ impl TestServer {
         self.channel.clone()
     }
 
+    /// A channel of its own, speaking TLS as `tls` says.
+    pub fn channel_with(&self, tls: ClientTlsConfig) -> Channel {
+        channel_to(self.addr, Some(tls))
+    }
+
     /// Signals shutdown and waits for the server to return; hands back the data dir.
     pub async fn stop(mut self) -> TempDir {
         if let Some(tx) = self.shutdown.take() {
@@ -215,9 +254,9 @@ impl TestServer {
 
     /// Stops this server and starts a new one on the same data dir, configuration and clock.
     pub async fn restart(self) -> TestServer {
-        let (config, clock) = (self.config.clone(), self.clock.clone());
+        let (config, clock, tls) = (self.config.clone(), self.clock.clone(), self.client_tls.clone());
         let dir = self.stop().await;
-        Self::launch_with_clock(config, dir, clock).await
+        Self::launch_all(config, dir, clock, tls).await
     }
 
     /// The time the server reads (its manual clock's, or the system's).
@@ -305,6 +344,36 @@ pub async fn reflect(channel: Channel, question: MessageRequest) -> MessageRespo
     let answer = stream.message().await.unwrap().unwrap();
     assert!(stream.message().await.unwrap().is_none(), "one answer per question");
     answer.message_response.unwrap()
+}
+
+/// Every method the server lists through reflection, as paths (`/package.Service/Method`).
+pub async fn every_rpc(channel: Channel) -> Vec<String> {
+    use prost::Message;
+    let MessageResponse::ListServicesResponse(list) =
+        reflect(channel.clone(), MessageRequest::ListServices(String::new())).await
+    else {
+        panic!("not a service list");
+    };
+    let mut paths = Vec::new();
+    for service in list.service {
+        let MessageResponse::FileDescriptorResponse(files) =
+            reflect(channel.clone(), MessageRequest::FileContainingSymbol(service.name.clone())).await
+        else {
+            panic!("no file for {}", service.name);
+        };
+        let (package, name) = service.name.rsplit_once('.').unwrap();
+        let described = files
+            .file_descriptor_proto
+            .iter()
+            .map(|f| prost_types::FileDescriptorProto::decode(f.as_slice()).unwrap())
+            .filter(|f| f.package() == package)
+            .flat_map(|f| f.service)
+            .find(|s| s.name() == name)
+            .unwrap_or_else(|| panic!("reflection does not describe {}", service.name));
+        paths.extend(described.method.iter().map(|m| format!("/{}/{}", service.name, m.name())));
+    }
+    paths.sort();
+    paths
 }
 
 // ---- time ----

@@ -48,11 +48,22 @@ pub async fn call(
     bytes: Vec<u8>,
     secret: Option<&str>,
 ) -> Result<Vec<u8>, Status> {
+    call_as(channel, path, bytes, secret.map(|s| format!("Bearer {s}")).as_deref()).await
+}
+
+/// The same, with `authorization` as the whole header's value (any value at all).
+pub async fn call_as(
+    channel: Channel,
+    path: &str,
+    bytes: Vec<u8>,
+    authorization: Option<&str>,
+) -> Result<Vec<u8>, Status> {
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
     let mut req = Request::new(bytes);
-    if let Some(secret) = secret {
-        req.metadata_mut().insert("authorization", format!("Bearer {secret}").parse().unwrap());
+    if let Some(value) = authorization {
+        req.metadata_mut().insert("authorization", value.parse().unwrap());
     }
-    grpc.unary(req, http::uri::PathAndQuery::from_static(path), Raw).await.map(|r| r.into_inner())
+    let path = http::uri::PathAndQuery::try_from(path).unwrap();
+    grpc.unary(req, path, Raw).await.map(|r| r.into_inner())
 }

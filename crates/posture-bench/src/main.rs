@@ -16,7 +16,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Write a synthetic organisation into an empty store (for load tests and benchmarks).
-    Generate(GenerateArgs),
+    Generate(Box<GenerateArgs>),
     /// Load a running server: CheckAccess (open loop), ingest, replica lag.
     #[command(subcommand)]
     Loadgen(Load),
@@ -112,7 +112,7 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
     match Cli::parse().command {
-        Command::Generate(args) => generate(args).await,
+        Command::Generate(args) => generate(*args).await,
         Command::Loadgen(load) => loadgen(load).await,
     }
 }
