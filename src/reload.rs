@@ -62,6 +62,19 @@ pub fn check_exposure(addr: SocketAddr, credentials: &Credentials, insecure: boo
     Ok(())
 }
 
+/// A credential without a secret authenticates only by client certificate, so the server must
+/// ask for them.
+pub fn check_certificate_only(credentials: &Credentials, tls: Option<&TlsServer>) -> anyhow::Result<()> {
+    for id in credentials.certificate_only() {
+        anyhow::ensure!(
+            tls.is_some_and(|t| t.requires_client_certificates()),
+            "credential {id} has no secret_sha256, so only a client certificate can authenticate it, but client \
+             certificates are not asked for: give tls_client_ca (--tls-client-ca), or a secret"
+        );
+    }
+    Ok(())
+}
+
 /// How often a server open to anyone says so again.
 const INSECURE_REMINDER: Duration = Duration::from_secs(300);
 
@@ -95,7 +108,7 @@ pub async fn run(
             match std::fs::read(path) {
                 Ok(text) if loaded.as_ref() == Some(&text) && !signalled => {}
                 Ok(text) => {
-                    match credentials_in(path, &text, &reload, addr) {
+                    match credentials_in(path, &text, &reload, addr, tls.as_deref()) {
                         Ok(c) => {
                             let ids = c.ids().collect::<Vec<_>>().join(", ");
                             tracing::info!(file = %path.display(), credentials = %ids, "credentials reloaded");
@@ -129,12 +142,14 @@ fn credentials_in(
     text: &[u8],
     reload: &Reload,
     addr: SocketAddr,
+    tls: Option<&TlsServer>,
 ) -> anyhow::Result<Credentials> {
     let text = std::str::from_utf8(text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let file: crate::config::FileConfig =
         toml::from_str(text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let c = credentials(&file.credentials, reload.demo)?;
     check_exposure(addr, &c, reload.insecure)?;
+    check_certificate_only(&c, tls)?;
     Ok(c)
 }
 

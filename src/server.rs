@@ -105,13 +105,7 @@ pub async fn serve_engine(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let tls = serving.tls.map(TlsServer::load).transpose()?.map(Arc::new);
-    for id in engine.credentials().certificate_only() {
-        anyhow::ensure!(
-            tls.as_ref().is_some_and(|t| t.requires_client_certificates()),
-            "credential {id} has no secret_sha256, so only a client certificate can authenticate it, but client \
-             certificates are not asked for: give tls_client_ca (--tls-client-ca), or a secret"
-        );
-    }
+    reload::check_certificate_only(&engine.credentials(), tls.as_deref())?;
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in SERVICES.iter().chain(&["", LIVENESS]) {
         health.set_service_status(*name, ServingStatus::Serving).await;

@@ -6,27 +6,16 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use common::pki::{self, Ca, Leaf};
 use common::*;
 use posture::auth::{CredentialConfig, Role};
 use posture::tls::TlsFiles;
-use serde::Serialize;
 use tonic::Code;
 
 /// Bytes that are no message of any type: a field whose length runs past the end.
 const NOT_A_MESSAGE: &[u8] = &[0x0a, 0xff];
-
-/// Writes the credentials file a server reloads.
-pub fn write_credentials(dir: &Path, credentials: &[CredentialConfig]) -> std::path::PathBuf {
-    #[derive(Serialize)]
-    struct File<'a> {
-        credentials: &'a [CredentialConfig],
-    }
-    pki::write(dir, "posture.toml", &toml::to_string(&File { credentials }).unwrap())
-}
 
 fn cert_only(id: &str, role: Role) -> CredentialConfig {
     CredentialConfig { id: id.into(), role, secret_sha256: vec![] }

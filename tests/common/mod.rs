@@ -3,6 +3,7 @@
 //! AdminService and to build partner reports relative to the current time.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+pub mod binary;
 pub mod domain;
 pub mod pki;
 pub mod proxy;
@@ -94,6 +95,16 @@ pub struct TestServer {
     channel: Channel,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Writes `dir/posture.toml` holding `credentials` (and nothing else), as a server reads it
+/// with `--config` and reloads it.
+pub fn write_credentials(dir: &Path, credentials: &[CredentialConfig]) -> std::path::PathBuf {
+    #[derive(serde::Serialize)]
+    struct File<'a> {
+        credentials: &'a [CredentialConfig],
+    }
+    pki::write(dir, "posture.toml", &toml::to_string(&File { credentials }).unwrap())
 }
 
 /// A lazy channel to `addr`, over TLS when `tls` is given.
@@ -550,13 +561,18 @@ pub async fn seed_directory(admin: &mut Admin) -> u64 {
 /// assigned to `engineering`; the connector enabled for partner app `jamf-test` 11.0.0,
 /// including `mac-users` and `kiosk-users`, excluding `contractors`. Returns the last revision.
 pub async fn seed_org_with(server: &TestServer, baseline_grace_hours: u32) -> u64 {
-    let mut admin = server.admin();
-    seed_directory(&mut admin).await;
-    create_policy(&mut admin, baseline_policy(baseline_grace_hours)).await;
-    create_policy(&mut admin, passwords_policy()).await;
-    assign(&mut admin, "baseline", &["mac-users"], &[]).await;
-    assign(&mut admin, "engineering-passwords", &["engineering"], &[]).await;
-    enable_connector(&mut admin, &["mac-users", "kiosk-users"], &["contractors"]).await.revision
+    seed_org_through(&mut server.admin(), baseline_grace_hours).await
+}
+
+/// [`seed_org_with`], through `admin`.
+pub async fn seed_org_through(admin: &mut Admin, baseline_grace_hours: u32) -> u64 {
+    let admin = &mut *admin;
+    seed_directory(admin).await;
+    create_policy(admin, baseline_policy(baseline_grace_hours)).await;
+    create_policy(admin, passwords_policy()).await;
+    assign(admin, "baseline", &["mac-users"], &[]).await;
+    assign(admin, "engineering-passwords", &["engineering"], &[]).await;
+    enable_connector(admin, &["mac-users", "kiosk-users"], &["contractors"]).await.revision
 }
 
 /// The standard organisation with `baseline` at grace 0.

@@ -7,9 +7,10 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, 
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 /// A certificate authority.
+#[derive(Clone)]
 pub struct Ca {
     pub pem: String,
-    issuer: Issuer<'static, KeyPair>,
+    issuer: std::sync::Arc<Issuer<'static, KeyPair>>,
 }
 
 /// A certificate and its key, both PEM.
@@ -27,7 +28,7 @@ impl Ca {
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
         let key = KeyPair::generate().unwrap();
         let pem = params.self_signed(&key).unwrap().pem();
-        Ca { pem, issuer: Issuer::new(params, key) }
+        Ca { pem, issuer: std::sync::Arc::new(Issuer::new(params, key)) }
     }
 
     /// A certificate for `sans` (DNS names, IP addresses, or URIs) and, when given, with the

@@ -1,0 +1,119 @@
+//! The built `posture serve`, as a child process on a free loopback port, with everything it
+//! writes to standard output and standard error kept for the test to read.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tonic::transport::ClientTlsConfig;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+pub struct Served {
+    pub addr: SocketAddr,
+    /// How clients reach it (`None`: plaintext).
+    pub tls: Option<ClientTlsConfig>,
+    child: Option<Child>,
+    log: Arc<Mutex<String>>,
+}
+
+/// A port nothing listens on just now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn keep(from: impl Read + Send + 'static, log: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
+            let mut log = log.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+}
+
+impl Served {
+    /// `posture serve --listen 127.0.0.1:<free> ARGS…` with `RUST_LOG` as given, once its health
+    /// service says SERVING.
+    pub async fn start(args: &[&str], rust_log: &str) -> Served {
+        Self::start_tls(args, rust_log, None).await
+    }
+
+    /// The same, reached over TLS as `tls` says.
+    pub async fn start_tls(args: &[&str], rust_log: &str, tls: Option<ClientTlsConfig>) -> Served {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_posture"))
+            .arg("serve")
+            .arg("--listen")
+            .arg(addr.to_string())
+            .args(args)
+            .env("RUST_LOG", rust_log)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        keep(child.stdout.take().unwrap(), log.clone());
+        keep(child.stderr.take().unwrap(), log.clone());
+        let served = Served { addr, tls, child: Some(child), log };
+        served.wait_serving().await;
+        served
+    }
+
+    async fn wait_serving(&self) {
+        let channel = self.channel();
+        for _ in 0..400 {
+            let mut health = HealthClient::new(channel.clone());
+            if let Ok(r) = health.check(HealthCheckRequest { service: String::new() }).await
+                && r.get_ref().status == ServingStatus::Serving as i32
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("posture serve did not serve within 20 s; its log:\n{}", self.log());
+    }
+
+    pub fn channel(&self) -> tonic::transport::Channel {
+        super::channel_to(self.addr, self.tls.clone())
+    }
+
+    /// A channel of its own, speaking TLS as `tls` says.
+    pub fn channel_with_tls(&self, tls: ClientTlsConfig) -> tonic::transport::Channel {
+        super::channel_to(self.addr, Some(tls))
+    }
+
+    /// Everything it wrote so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends it `signal` (e.g. "HUP").
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(pid).status().unwrap();
+        assert!(status.success(), "kill -{signal}");
+    }
+
+    /// SIGTERM, then waits for it to exit; returns everything it wrote.
+    pub async fn stop(mut self) -> String {
+        self.signal("TERM");
+        let mut child = self.child.take().unwrap();
+        let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+        assert!(status.success(), "posture serve exited with {status}; its log:\n{}", self.log());
+        // The threads reading its output finish once it has exited.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.log()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
