@@ -175,7 +175,7 @@ async fn secrets_and_certificates_rotate_while_calls_continue() {
     for caller in callers {
         caller.await.unwrap();
     }
-    let failures = failures.lock().unwrap();
+    let failures = std::mem::take(&mut *failures.lock().unwrap());
     assert!(
         failures.is_empty(),
         "{} of {} calls failed: {:#?}",
