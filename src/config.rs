@@ -37,6 +37,10 @@ pub struct FileConfig {
     pub tls_client_ca: Option<PathBuf>,
     #[serde(default, with = "humantime_serde_opt")]
     pub reload_interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub shutdown_delay: Option<Duration>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub drain_timeout: Option<Duration>,
     #[serde(default)]
     pub credentials: Vec<CredentialConfig>,
     /// The `[ext_authz]` table.
@@ -123,6 +127,13 @@ pub struct Overrides {
     /// changes (SIGHUP checks at once) [default: 2s]
     #[arg(long, env = "POSTURE_RELOAD_INTERVAL", value_parser = humantime::parse_duration)]
     pub reload_interval: Option<Duration>,
+    /// After SIGTERM, how long to keep serving while NOT_SERVING, for load balancers to notice
+    /// [default: 0s]
+    #[arg(long, env = "POSTURE_SHUTDOWN_DELAY", value_parser = humantime::parse_duration)]
+    pub shutdown_delay: Option<Duration>,
+    /// After the shutdown delay, how long calls in flight may take to finish [default: 10s]
+    #[arg(long, env = "POSTURE_DRAIN_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Option<Duration>,
     // Boxed, so that enums holding Overrides (the CLI's commands) stay small.
     #[command(flatten)]
     pub ext_authz: Box<ExtAuthzSettings>,
@@ -215,6 +226,7 @@ pub struct Config {
     pub insecure: bool,
     pub tls: Option<TlsFiles>,
     pub reload_interval: Duration,
+    pub drain: crate::server::Drain,
     pub credentials: Vec<CredentialConfig>,
     pub ext_authz: ExtAuthzConfig,
     /// The file the configuration was read from: its credentials are reloaded while serving.
@@ -285,6 +297,11 @@ impl Config {
         };
         let reload_interval = o.reload_interval.or(file.reload_interval).unwrap_or(crate::reload::DEFAULT_INTERVAL);
         anyhow::ensure!(reload_interval >= Duration::from_millis(100), "reload_interval must be at least 100ms");
+        let drain_defaults = crate::server::Drain::default();
+        let drain = crate::server::Drain {
+            delay: o.shutdown_delay.or(file.shutdown_delay).unwrap_or(drain_defaults.delay),
+            timeout: o.drain_timeout.or(file.drain_timeout).unwrap_or(drain_defaults.timeout),
+        };
         Ok(Config {
             listen,
             data_dir,
@@ -298,6 +315,7 @@ impl Config {
             insecure: o.insecure || file.insecure.unwrap_or(false),
             tls,
             reload_interval,
+            drain,
             credentials: file.credentials,
             ext_authz: o.ext_authz.layer(file.ext_authz)?,
             file: None,

@@ -58,8 +58,23 @@ impl Error {
     }
 }
 
+/// The store refused to grow: SQLite's SQLITE_FULL (13), PostgreSQL's disk_full (53100). The
+/// transaction is rolled back: nothing of it was written, even when COMMIT is what failed.
+pub(crate) fn disk_full(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("13" | "53100")))
+}
+
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
+        // A full disk is not an outage: the store answers, and refuses to grow.
+        if disk_full(&e) {
+            tracing::error!(detail = %e, "the store's disk is full");
+            return Error::ResourceExhausted(
+                "the store's disk is full: nothing was written; decisions are still answered from memory. Free \
+                 space on the store's volume and retry"
+                    .into(),
+            );
+        }
         Error::Storage(e.to_string())
     }
 }

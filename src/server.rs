@@ -42,10 +42,22 @@ pub const SERVICES: [&str; 5] = [
 /// store returns, and a restart could not even load its state meanwhile.
 pub const LIVENESS: &str = "liveness";
 
-/// How long in-flight calls may take to finish once shutdown is signalled. Without a bound, a
-/// WatchCompliance client that stops reading would hold the server forever: its stream waits
-/// on HTTP/2 flow control and is never polled again, so it cannot be ended from inside.
-pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+/// How the server stops on SIGTERM: NOT_SERVING at once, serving on for `delay` (load
+/// balancers notice and send calls elsewhere), then no new connections, and calls in flight
+/// get up to `timeout` to finish. Without that bound, a WatchCompliance client that stops
+/// reading would hold the server forever: its stream waits on HTTP/2 flow control and is never
+/// polled again, so it cannot be ended from inside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drain {
+    pub delay: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Drain { delay: Duration::ZERO, timeout: Duration::from_secs(10) }
+    }
+}
 
 /// Opens the store, loads the state and, with `--demo`, seeds an empty store.
 pub async fn open_engine(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Engine>> {
@@ -78,6 +90,7 @@ pub struct Serving {
     pub tls: Option<TlsFiles>,
     /// What to reload credentials from while serving.
     pub reload: Reload,
+    pub drain: Drain,
 }
 
 impl From<&Config> for Serving {
@@ -94,6 +107,7 @@ impl From<&Config> for Serving {
                 insecure: c.insecure,
                 interval: c.reload_interval,
             },
+            drain: c.drain,
         }
     }
 }
@@ -145,15 +159,22 @@ pub async fn serve_engine(
     };
     tracing::info!(%addr, revision = engine.revision(), authentication, transport, "posture serving");
     let (drained, draining) = tokio::sync::oneshot::channel::<()>();
+    let drain_settings = serving.drain;
+    let stopping_engine = engine.clone();
     let drain = async move {
         shutdown.await;
         let _ = stopping.send(true);
         let _ = availability.await;
         let _ = reloading.await;
-        tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
         for name in SERVICES.iter().chain(&[""]) {
             health.set_service_status(*name, ServingStatus::NotServing).await;
         }
+        // Reads parked on a revision this replica has not applied would hold the drain up to
+        // their deadline: they are told at once to read elsewhere.
+        stopping_engine.shut_down();
+        tracing::info!(delay = ?drain_settings.delay, "shutting down: health NOT_SERVING; serving on until the delay ends");
+        tokio::time::sleep(drain_settings.delay).await;
+        tracing::info!(timeout = ?drain_settings.timeout, "no new connections; draining calls in flight");
         // WatchCompliance streams never end by themselves: end them, so draining can finish.
         watcher.close();
         let _ = drained.send(());
@@ -179,15 +200,15 @@ pub async fn serve_engine(
     };
     let drain_limit = async {
         match draining.await {
-            Ok(()) => tokio::time::sleep(DRAIN_LIMIT).await,
+            Ok(()) => tokio::time::sleep(drain_settings.timeout).await,
             Err(_) => std::future::pending().await, // the server ended without a shutdown signal
         }
     };
     tokio::select! {
         served = serving => served?,
         () = drain_limit => tracing::warn!(
-            limit = ?DRAIN_LIMIT,
-            "calls still in flight after the drain limit (a client not reading its stream?); leaving them"
+            timeout = ?drain_settings.timeout,
+            "calls still in flight after the drain timeout (a client not reading its stream?); leaving them"
         ),
     }
     let _ = stop_following.send(true);

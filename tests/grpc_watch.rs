@@ -348,7 +348,7 @@ async fn a_client_too_slow_to_keep_up_is_told_where_to_resume() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn streams_end_cleanly_when_the_server_shuts_down() {
+async fn streams_end_with_unavailable_when_the_server_shuts_down() {
     let server = TestServer::start().await;
     seed_org(&server).await;
     let mut events = watch(&server, from_now()).await;
@@ -359,7 +359,10 @@ async fn streams_end_cleanly_when_the_server_shuts_down() {
     server.stop().await;
     assert!(stopped.elapsed() < Duration::from_secs(5), "stopping took {:?}", stopped.elapsed());
     let end = tokio::time::timeout(WAIT, events.message()).await.expect("the stream ends");
-    assert!(matches!(end, Ok(None)), "a clean end of stream, not {end:?}");
+    let status = end.expect_err("a status that sends the client elsewhere");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("shutting down"), "{status:?}");
+    assert!(status.message().contains("every event up to cursor"), "{status:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,8 +385,8 @@ async fn a_client_that_stops_reading_holds_shutdown_no_longer_than_the_drain_lim
     let stopped = Instant::now();
     server.stop().await;
     let took = stopped.elapsed();
-    assert!(took >= posture::server::DRAIN_LIMIT - Duration::from_secs(1), "stopped after {took:?}");
-    assert!(took < posture::server::DRAIN_LIMIT + Duration::from_secs(5), "stopped after {took:?}");
+    assert!(took >= posture::server::Drain::default().timeout - Duration::from_secs(1), "stopped after {took:?}");
+    assert!(took < posture::server::Drain::default().timeout + Duration::from_secs(5), "stopped after {took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,29 +8,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::postgres::{base_url, drop_schema, schema_of, store_url};
 use common::*;
 use posture::proto as pb;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-
-/// A fresh schema per test, so runs and tests cannot collide.
-fn store_url(test: &str) -> String {
-    let base = match std::env::var("POSTURE_TEST_DATABASE_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ => panic!("POSTURE_TEST_DATABASE_URL is not set: the replica tests need PostgreSQL"),
-    };
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    let schema = format!("posture_replicas_{test}_{}_{nanos}", std::process::id());
-    let sep = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{sep}posture_schema={schema}")
-}
-
-/// Drops the test's schema (the URL's `posture_schema`).
-async fn drop_schema(url: &str) {
-    let pool = sqlx::PgPool::connect(&base_url(url)).await.unwrap();
-    sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", schema_of(url))).execute(&pool).await.unwrap();
-}
 
 async fn replica(url: &str) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
@@ -343,15 +326,4 @@ async fn wait_for_health(server: &TestServer, status: ServingStatus) {
         assert!(Instant::now() < deadline, "health did not become {status:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// The URL without its `posture_*` parameters, for a plain connection.
-fn base_url(url: &str) -> String {
-    let (base, query) = url.split_once('?').unwrap();
-    let rest: Vec<&str> = query.split('&').filter(|kv| !kv.starts_with("posture_")).collect();
-    if rest.is_empty() { base.to_string() } else { format!("{base}?{}", rest.join("&")) }
-}
-
-fn schema_of(url: &str) -> &str {
-    url.split_once('?').unwrap().1.split('&').find_map(|kv| kv.strip_prefix("posture_schema=")).unwrap()
 }

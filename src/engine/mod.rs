@@ -64,6 +64,8 @@ pub struct Engine {
     available: tokio::sync::watch::Sender<bool>,
     /// Held while `stale` changes, so that a confirmation and the watchdog cannot interleave.
     transition: parking_lot::Mutex<()>,
+    /// Set when the server shuts down: reads waiting for a revision stop waiting.
+    shutting_down: tokio::sync::watch::Sender<bool>,
 }
 
 impl Engine {
@@ -92,6 +94,7 @@ impl Engine {
             stale: AtomicBool::new(false),
             available: tokio::sync::watch::Sender::new(true),
             transition: parking_lot::Mutex::new(()),
+            shutting_down: tokio::sync::watch::Sender::new(false),
         })
     }
 
@@ -179,13 +182,28 @@ impl Engine {
             return Ok(());
         }
         let mut applied = self.applied.subscribe();
-        match tokio::time::timeout(within, applied.wait_for(|r| *r >= revision)).await {
+        let mut shutting_down = self.shutting_down.subscribe();
+        let arrived = tokio::select! {
+            arrived = tokio::time::timeout(within, applied.wait_for(|r| *r >= revision)) => arrived,
+            _ = shutting_down.wait_for(|stopping| *stopping) => {
+                return Err(Error::Unavailable(format!(
+                    "this server is shutting down at revision {}; read revision {revision} from another replica",
+                    self.revision()
+                )));
+            }
+        };
+        match arrived {
             Ok(Ok(_)) => Ok(()),
             _ => Err(Error::DeadlineExceeded(format!(
                 "this replica has applied revision {}; revision {revision} did not arrive within {within:?}",
                 self.revision()
             ))),
         }
+    }
+
+    /// The server is shutting down: reads waiting for a revision are answered at once.
+    pub fn shut_down(&self) {
+        self.shutting_down.send_replace(true);
     }
 
     /// Applies every change other writers committed since this replica's revision.

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::Executor;
-use sqlx::sqlite::{Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    Sqlite, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use tokio::sync::mpsc::Receiver;
 
 use super::{Commit, Snapshot, Store, encode_changes, row, sql};
@@ -53,6 +55,38 @@ async fn migrate(pool: &SqlitePool) -> Result<()> {
     Ok(())
 }
 
+/// One commit on `conn`: the changes and their change-log row, on the head it expects.
+async fn commit_on(
+    conn: &mut SqliteConnection,
+    expected: u64,
+    changes: &[Change],
+    committed_at: i64,
+) -> Result<Commit> {
+    let rows = changes.iter().map(row).collect::<Result<Vec<_>>>()?;
+    let encoded = encode_changes(changes)?;
+    // IMMEDIATE takes the write lock up front (waiting up to the busy timeout), so a commit
+    // from another handle on the same file cannot make this one fail half-way, and the head
+    // read below stays the head until this transaction ends.
+    let mut tx = sqlx::Connection::begin_with(conn, "BEGIN IMMEDIATE").await?;
+    let (head,): (i64,) = sqlx::query_as(sql::MAX_REVISION).fetch_one(&mut *tx).await?;
+    if head as u64 != expected {
+        return Ok(Commit::Conflict);
+    }
+    let revision = expected + 1;
+    sql::write_rows::<Sqlite>(&mut tx, &rows).await?;
+    sqlx::query("INSERT INTO change_log (revision, committed_at, changes) VALUES ($1, $2, $3)")
+        .bind(revision as i64)
+        .bind(committed_at)
+        .bind(encoded)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await.map_err(|e| match crate::error::disk_full(&e) {
+        true => Error::from(e),
+        false => Error::CommitUnknown(e.to_string()),
+    })?;
+    Ok(Commit::Done(revision))
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn load(&self) -> Result<Snapshot> {
@@ -64,26 +98,14 @@ impl Store for SqliteStore {
     }
 
     async fn commit(&self, expected: u64, changes: &[Change], committed_at: i64) -> Result<Commit> {
-        let rows = changes.iter().map(row).collect::<Result<Vec<_>>>()?;
-        let encoded = encode_changes(changes)?;
-        // IMMEDIATE takes the write lock up front (waiting up to the busy timeout), so a
-        // commit from another handle on the same file cannot make this one fail half-way,
-        // and the head read below stays the head until this transaction ends.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let (head,): (i64,) = sqlx::query_as(sql::MAX_REVISION).fetch_one(&mut *tx).await?;
-        if head as u64 != expected {
-            return Ok(Commit::Conflict);
+        let mut conn = self.pool.acquire().await?;
+        let result = commit_on(&mut conn, expected, changes, committed_at).await;
+        if result.is_err() {
+            // A failed COMMIT (a full disk, an I/O error) can leave the connection inside its
+            // transaction, and the pool would hand it to the next write: never reuse it.
+            conn.close_on_drop();
         }
-        let revision = expected + 1;
-        sql::write_rows::<Sqlite>(&mut tx, &rows).await?;
-        sqlx::query("INSERT INTO change_log (revision, committed_at, changes) VALUES ($1, $2, $3)")
-            .bind(revision as i64)
-            .bind(committed_at)
-            .bind(encoded)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await.map_err(|e| Error::CommitUnknown(e.to_string()))?;
-        Ok(Commit::Done(revision))
+        result
     }
 
     async fn changes_since(&self, after: u64, limit: u32) -> Result<Vec<(u64, Vec<Change>)>> {

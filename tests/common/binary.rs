@@ -44,6 +44,11 @@ impl Served {
     /// The same, reached over TLS as `tls` says.
     pub async fn start_tls(args: &[&str], rust_log: &str, tls: Option<ClientTlsConfig>) -> Served {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Self::start_at(addr, args, rust_log, tls).await
+    }
+
+    /// The same on `addr`: a restart where the last one served, so clients reconnect to it.
+    pub async fn start_at(addr: SocketAddr, args: &[&str], rust_log: &str, tls: Option<ClientTlsConfig>) -> Served {
         let mut child = Command::new(env!("CARGO_BIN_EXE_posture"))
             .arg("serve")
             .arg("--listen")
@@ -98,14 +103,26 @@ impl Served {
     }
 
     /// SIGTERM, then waits for it to exit; returns everything it wrote.
-    pub async fn stop(mut self) -> String {
+    pub async fn stop(self) -> String {
         self.signal("TERM");
+        let (status, log) = self.exit().await;
+        assert!(status.success(), "posture serve exited with {status}; its log:\n{log}");
+        log
+    }
+
+    /// SIGKILL: it gets no chance to finish anything. Returns everything it wrote.
+    pub async fn kill(self) -> String {
+        self.signal("KILL");
+        self.exit().await.1
+    }
+
+    /// Waits for it to exit (after a signal); its exit status and everything it wrote.
+    pub async fn exit(mut self) -> (std::process::ExitStatus, String) {
         let mut child = self.child.take().unwrap();
         let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
-        assert!(status.success(), "posture serve exited with {status}; its log:\n{}", self.log());
         // The threads reading its output finish once it has exited.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        self.log()
+        (status, self.log())
     }
 }
 

@@ -6,8 +6,10 @@
 pub mod binary;
 pub mod domain;
 pub mod pki;
+pub mod postgres;
 pub mod proxy;
 pub mod raw;
+pub mod writers;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -112,7 +112,10 @@ impl Subscription {
                                  {oldest}) and was ended; {RESYNC}"
                             ))));
                         }
-                        Fetch::Closed => self.phase = Phase::Done,
+                        Fetch::Closed => {
+                            self.phase = Phase::Done;
+                            return Some(Err(self.shutting_down()));
+                        }
                     }
                 }
                 Phase::Live { rx, overflowed } => {
@@ -133,7 +136,7 @@ impl Subscription {
                     let overflowed = overflowed.load(Ordering::Acquire);
                     self.phase = Phase::Done;
                     if !overflowed {
-                        return None; // closed: the server is shutting down
+                        return Some(Err(self.shutting_down()));
                     }
                     return Some(Err(self.too_slow()));
                 }
@@ -148,6 +151,17 @@ impl Subscription {
         };
         let message = self.watcher.engine.check_available().err().map(|e| e.to_string()).unwrap_or_default();
         Error::Unavailable(format!("{message}; {resume}resubscribe to another replica with from_revision"))
+    }
+
+    /// The server closed its streams: it is shutting down.
+    fn shutting_down(&self) -> Error {
+        let resume = match self.position {
+            Some(cursor) => format!("every event up to cursor {cursor} was delivered; "),
+            None => String::new(),
+        };
+        Error::Unavailable(format!(
+            "this server is shutting down; {resume}resubscribe to another replica with from_revision"
+        ))
     }
 
     fn too_slow(&self) -> Error {

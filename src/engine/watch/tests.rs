@@ -105,7 +105,12 @@ async fn writes_emit_data_changed_events_and_snapshots_start_where_asked() {
 
     let _ = stop.send(true);
     task.await.unwrap();
-    assert!(all.next().await.is_none(), "the stream ends cleanly when the watcher stops");
+    let end = all.next().await;
+    assert!(
+        matches!(&end, Some(Err(Error::Unavailable(m))) if m.contains("shutting down")),
+        "the stream ends saying the server is shutting down: {end:?}"
+    );
+    assert!(all.next().await.is_none(), "and then ends");
     assert!(matches!(watcher.subscribe("", Start::Now, vec![]).await, Err(Error::Unavailable(_))));
 }
 
