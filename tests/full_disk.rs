@@ -110,6 +110,11 @@ async fn a_full_disk_refuses_writes_clearly_and_recovers_without_a_restart() {
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(status.message().contains("disk is full"), "{status:?}");
     assert!(took < Duration::from_secs(2), "refused after {took:?}: fail fast");
+    eprintln!(
+        "full after {} acknowledged reports; the next was refused in {took:?}: {}",
+        acknowledged.len(),
+        status.message()
+    );
 
     // Decisions still come from memory, and the same write is refused again, as fast.
     let during = compliance.check_access(check.clone()).await.unwrap().into_inner();
@@ -122,6 +127,7 @@ async fn a_full_disk_refuses_writes_clearly_and_recovers_without_a_restart() {
     std::fs::remove_file(mount_point.path().join("filler")).unwrap();
     let (id, answer) = report(n).await;
     assert!(answer.expect("writes succeed once space is freed"));
+    eprintln!("space freed: the next write was acknowledged, no restart");
     acknowledged.push(id);
     for id in &acknowledged {
         let evaluate = pb::EvaluateDeviceRequest { device_id: id.clone(), ..Default::default() };

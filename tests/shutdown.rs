@@ -88,6 +88,7 @@ async fn sigterm_drains_without_losing_or_cutting_off_anything() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(not_serving, "health turns NOT_SERVING as soon as SIGTERM arrives");
+    eprintln!("NOT_SERVING {:?} after SIGTERM", signalled.elapsed());
     let fresh = channel_to(served.addr, None);
     let mut late = ComplianceServiceClient::with_interceptor(fresh, Bearer::new(Some(GATEWAY_SECRET)));
     let check = pb::CheckAccessRequest { user_id: "ada".into(), device_id: "mac-drain-0-0".into(), min_revision: 0 };
@@ -123,6 +124,12 @@ async fn sigterm_drains_without_losing_or_cutting_off_anything() {
     // at connect (UNAVAILABLE), or sent after the server's GOAWAY and so never started, which
     // the client reports as CANCELLED. A call cut off in its handler would be anything else.
     let outcome = writers.stop().await;
+    eprintln!(
+        "parked read released after {:?}; exited after {took:?}; {} writes acknowledged, failed calls {:?}",
+        answered - signalled,
+        outcome.acknowledged(),
+        outcome.failed
+    );
     let cut_off: Vec<_> =
         outcome.failed.iter().filter(|(code, _)| !["Unavailable", "Cancelled"].contains(&code.as_str())).collect();
     assert!(cut_off.is_empty(), "calls cut off half-way: {cut_off:?} {:?}", outcome.messages);

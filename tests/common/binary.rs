@@ -90,6 +90,11 @@ impl Served {
         super::channel_to(self.addr, Some(tls))
     }
 
+    /// Its process id, to read its /proc entries.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
     /// Everything it wrote so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
