@@ -293,16 +293,29 @@ async fn a_replica_cut_off_from_postgresql_denies_past_its_max_staleness_and_rec
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    let write_started = Instant::now();
     let err = cut_off
         .inventory()
         .report_inventory(pb::ReportInventoryRequest { devices: vec![mac("mac-bob", "bob", "C02BOB0001")] })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(write_started.elapsed() < Duration::from_secs(1), "writes fail fast: {:?}", write_started.elapsed());
     // Meanwhile another replica writes.
     let mut off = mac("mac-ada", "ada", "C02ADA0001");
     off.file_vault = pb::FileVaultState::NotEncrypted as i32;
     let written = direct.report(vec![off]).await.revision;
+    // For the rest of the outage (POSTURE_OUTAGE_SECS, default 20 s), never an ALLOW.
+    let outage =
+        Duration::from_secs(std::env::var("POSTURE_OUTAGE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(20));
+    let mut checks = 0;
+    while cut_at.elapsed() < outage {
+        let r = check_at(&cut_off, "ada", "mac-ada", 0).await;
+        assert_eq!((r.decision, codes(&r.reasons)), (pb::Decision::Deny as i32, vec!["STORE_UNAVAILABLE"]));
+        checks += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("{checks} decisions during the {outage:?} outage, every one DENY STORE_UNAVAILABLE");
 
     proxy.restore();
     wait_for_health(&cut_off, ServingStatus::Serving).await;
