@@ -11,6 +11,7 @@ pub mod engine;
 pub mod error;
 pub mod grpc;
 pub mod layers;
+pub mod loading;
 pub mod probe;
 pub mod proto;
 pub mod reload;

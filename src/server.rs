@@ -73,7 +73,9 @@ pub async fn open_engine(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Resu
 
 /// Runs the server on `listener` until `shutdown` completes, then drains in-flight calls.
 pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let engine = open_engine(&config, Arc::new(SystemClock)).await?;
+    // TLS files that do not make a set-up are refused before a load that can take seconds.
+    let tls = config.tls.clone().map(TlsServer::load).transpose()?.map(Arc::new);
+    let engine = crate::loading::answer_while(&listener, tls, open_engine(&config, Arc::new(SystemClock))).await?;
     reload::check_exposure(listener.local_addr()?, &engine.credentials(), config.insecure)?;
     serve_engine(engine, Serving::from(&config), listener, shutdown).await
 }

@@ -20,7 +20,7 @@ pub struct Served {
 }
 
 /// A port nothing listens on just now.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -49,6 +49,13 @@ impl Served {
 
     /// The same on `addr`: a restart where the last one served, so clients reconnect to it.
     pub async fn start_at(addr: SocketAddr, args: &[&str], rust_log: &str, tls: Option<ClientTlsConfig>) -> Served {
+        let served = Self::spawn_at(addr, args, rust_log, tls);
+        served.wait_serving().await;
+        served
+    }
+
+    /// Starts it on `addr` without waiting for anything.
+    pub fn spawn_at(addr: SocketAddr, args: &[&str], rust_log: &str, tls: Option<ClientTlsConfig>) -> Served {
         let mut child = Command::new(env!("CARGO_BIN_EXE_posture"))
             .arg("serve")
             .arg("--listen")
@@ -62,9 +69,7 @@ impl Served {
         let log = Arc::new(Mutex::new(String::new()));
         keep(child.stdout.take().unwrap(), log.clone());
         keep(child.stderr.take().unwrap(), log.clone());
-        let served = Served { addr, tls, child: Some(child), log };
-        served.wait_serving().await;
-        served
+        Served { addr, tls, child: Some(child), log }
     }
 
     async fn wait_serving(&self) {
