@@ -37,6 +37,9 @@ pub struct FileConfig {
     pub tls_client_ca: Option<PathBuf>,
     #[serde(default, with = "humantime_serde_opt")]
     pub reload_interval: Option<Duration>,
+    pub log_retain_revisions: Option<u64>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub log_retain_age: Option<Duration>,
     #[serde(default, with = "humantime_serde_opt")]
     pub shutdown_delay: Option<Duration>,
     #[serde(default, with = "humantime_serde_opt")]
@@ -127,6 +130,13 @@ pub struct Overrides {
     /// changes (SIGHUP checks at once) [default: 2s]
     #[arg(long, env = "POSTURE_RELOAD_INTERVAL", value_parser = humantime::parse_duration)]
     pub reload_interval: Option<Duration>,
+    /// The change log keeps at least this many latest revisions, whatever their age [default: 0]
+    #[arg(long, env = "POSTURE_LOG_RETAIN_REVISIONS")]
+    pub log_retain_revisions: Option<u64>,
+    /// The change log keeps at least this long of revisions, e.g. 10m, 1h; older ones beyond
+    /// --log-retain-revisions are deleted (a replica behind them reloads the state) [default: 10m]
+    #[arg(long, env = "POSTURE_LOG_RETAIN_AGE", value_parser = humantime::parse_duration)]
+    pub log_retain_age: Option<Duration>,
     /// After SIGTERM, how long to keep serving while NOT_SERVING, for load balancers to notice
     /// [default: 0s]
     #[arg(long, env = "POSTURE_SHUTDOWN_DELAY", value_parser = humantime::parse_duration)]
@@ -227,6 +237,7 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     pub reload_interval: Duration,
     pub drain: crate::server::Drain,
+    pub retention: crate::engine::Retention,
     pub credentials: Vec<CredentialConfig>,
     pub ext_authz: ExtAuthzConfig,
     /// The file the configuration was read from: its credentials are reloaded while serving.
@@ -297,6 +308,11 @@ impl Config {
         };
         let reload_interval = o.reload_interval.or(file.reload_interval).unwrap_or(crate::reload::DEFAULT_INTERVAL);
         anyhow::ensure!(reload_interval >= Duration::from_millis(100), "reload_interval must be at least 100ms");
+        let retention_defaults = crate::engine::Retention::default();
+        let retention = crate::engine::Retention {
+            revisions: o.log_retain_revisions.or(file.log_retain_revisions).unwrap_or(retention_defaults.revisions),
+            age: o.log_retain_age.or(file.log_retain_age).unwrap_or(retention_defaults.age),
+        };
         let drain_defaults = crate::server::Drain::default();
         let drain = crate::server::Drain {
             delay: o.shutdown_delay.or(file.shutdown_delay).unwrap_or(drain_defaults.delay),
@@ -316,6 +332,7 @@ impl Config {
             tls,
             reload_interval,
             drain,
+            retention,
             credentials: file.credentials,
             ext_authz: o.ext_authz.layer(file.ext_authz)?,
             file: None,

@@ -37,6 +37,10 @@ pub enum Error {
     /// The caller used more than its share (a watch stream that fell too far behind).
     #[error("{0}")]
     ResourceExhausted(String),
+    /// The change log no longer holds the revisions asked for: they were compacted away, and
+    /// the oldest kept is `oldest`. A follower then reloads the store's state instead.
+    #[error("the change log was compacted: its oldest revision is now {oldest}")]
+    LogCompacted { oldest: u64 },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -104,6 +108,7 @@ impl From<Error> for Status {
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::OutOfRange(_) => Code::OutOfRange,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
+            Error::LogCompacted { .. } => Code::OutOfRange,
         };
         Status::new(code, bounded(e.to_string()))
     }

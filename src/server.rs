@@ -17,7 +17,7 @@ use crate::auth::{Access, Authorize, Role};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ExtAuthzConfig, Reflection};
 use crate::engine::WatchLimits;
-use crate::engine::{Engine, WatchConfig, Watcher};
+use crate::engine::{Engine, Retention, WatchConfig, Watcher};
 use crate::grpc::Handlers;
 use crate::grpc::ext_authz::{self, ExtAuthz};
 use crate::layers::{Bounds, Limits};
@@ -93,6 +93,8 @@ pub struct Serving {
     /// What to reload credentials from while serving.
     pub reload: Reload,
     pub drain: Drain,
+    /// How much of the change log to keep.
+    pub retention: Retention,
 }
 
 impl From<&Config> for Serving {
@@ -110,6 +112,7 @@ impl From<&Config> for Serving {
                 interval: c.reload_interval,
             },
             drain: c.drain,
+            retention: c.retention,
         }
     }
 }
@@ -151,7 +154,8 @@ pub async fn serve_engine(
     let availability = tokio::spawn(follow_availability(engine.clone(), health.clone(), stop_signal.clone()));
     let addr = listener.local_addr()?;
     let credentials = engine.credentials_handle().clone();
-    let reloading = tokio::spawn(reload::run(serving.reload, addr, credentials, tls.clone(), stop_signal));
+    let reloading = tokio::spawn(reload::run(serving.reload, addr, credentials, tls.clone(), stop_signal.clone()));
+    let compacting = tokio::spawn(compact(engine.clone(), serving.retention, stop_signal));
 
     let authentication = if engine.credentials().enabled() { "on" } else { "OFF" };
     let transport = match &tls {
@@ -168,6 +172,7 @@ pub async fn serve_engine(
         let _ = stopping.send(true);
         let _ = availability.await;
         let _ = reloading.await;
+        let _ = compacting.await;
         for name in SERVICES.iter().chain(&[""]) {
             health.set_service_status(*name, ServingStatus::NotServing).await;
         }
@@ -218,6 +223,23 @@ pub async fn serve_engine(
     let _ = watching.await;
     tracing::info!("posture stopped");
     Ok(())
+}
+
+/// Compacts the change log every so often until `stop`. Every replica does: deleting what
+/// another already deleted costs nothing.
+async fn compact(engine: Arc<Engine>, retention: Retention, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let every = (retention.age / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        match engine.compact(retention).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::debug!(deleted, revision = engine.revision(), "change log compacted"),
+            Err(e) => tracing::warn!(error = %e, "compacting the change log failed; retrying later"),
+        }
+    }
 }
 
 /// Who may call what: each service's roles, by path. Health answers anyone (probes carry no

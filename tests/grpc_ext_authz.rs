@@ -352,6 +352,10 @@ impl posture::store::Store for Unreachable {
         self.check()?;
         self.inner.changes_since(after, limit).await
     }
+    async fn compact(&self, keep_from: u64, older_than: i64) -> posture::error::Result<u64> {
+        self.check()?;
+        self.inner.compact(keep_from, older_than).await
+    }
     async fn notifications(&self) -> posture::error::Result<Option<tokio::sync::mpsc::Receiver<u64>>> {
         Ok(None)
     }

@@ -291,7 +291,9 @@ async fn a_soak_of_mixed_traffic_fails_nothing_and_grows_nothing() {
     );
     assert!(failures.is_empty(), "no call failed: {failures:?}");
     assert!(last.0 * 100 <= first.0 * 105, "resident memory grew by more than 5 %: {} → {} kB", first.0, last.0);
-    assert!(last.1 <= first.1, "threads grew: {} → {}", first.1, last.1);
+    // Pools (tokio's blocking threads, SQLite's connection threads) start and retire threads
+    // as load shifts; a leak grows without bound.
+    assert!(last.1 <= first.1 + 4, "threads grew: {} → {}", first.1, last.1);
     assert!(last.2 <= first.2 + 2, "file descriptors grew: {} → {}", first.2, last.2);
     served.stop().await;
 }

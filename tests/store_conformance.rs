@@ -744,6 +744,53 @@ fn assert_migrated(state: &State) {
     assert_eq!(state.failures_of("mac-old").collect::<Vec<_>>(), vec![("policy-1", failure)]);
 }
 
+/// Compaction deletes what is both beyond the revisions kept and old enough, never the latest
+/// revision; asking for revisions it deleted says so; the state does not change.
+async fn compaction_keeps_the_latest_and_the_recent(store: Arc<dyn Store>, _db: Arc<Db>) {
+    let batches = organisation();
+    let n = commit_all(&*store, &batches).await.len() as u64;
+    assert!(n > 6);
+    let before = store.load().await.expect("load");
+
+    // Everything is as young as NOW: nothing is old enough to go.
+    assert_eq!(store.compact(n, NOW.0).await.expect("compact"), 0);
+    assert_eq!(store.changes_since(0, 1000).await.expect("all kept").len() as u64, n);
+    // Old enough, but only what is before revision 6.
+    assert_eq!(store.compact(6, NOW.0 + 1).await.expect("compact"), 5);
+    assert_eq!(store.compact(6, NOW.0 + 1).await.expect("compact again"), 0);
+    let kept = store.changes_since(5, 1000).await.expect("from 6");
+    assert_eq!(kept.iter().map(|(r, _)| *r).collect::<Vec<_>>(), (6..=n).collect::<Vec<_>>());
+    for after in [0, 3, 4] {
+        match store.changes_since(after, 1000).await {
+            Err(posture::error::Error::LogCompacted { oldest }) => assert_eq!(oldest, 6),
+            other => panic!("after {after}: {other:?}"),
+        }
+    }
+    // Beyond the head: everything but the latest revision goes.
+    assert_eq!(store.compact(n + 100, NOW.0 + 1).await.expect("compact"), n - 6);
+    assert_eq!(store.changes_since(n - 1, 1000).await.expect("the latest").len(), 1);
+    assert_eq!(store.changes_since(n, 1000).await.expect("nothing after the head"), vec![]);
+    let after = store.load().await.expect("load");
+    assert_eq!(after.revision, before.revision, "the head stays");
+    let all: Vec<Change> = batches.concat();
+    assert_eq!(contents(&after.state, &all), contents(&before.state, &all));
+    // And the next commit follows the head.
+    assert_eq!(commit(&*store, &[Change::PutSettings(settings())]).await, n + 1);
+}
+
+mod compaction {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::run(super::sqlite().await, super::compaction_keeps_the_latest_and_the_recent).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs PostgreSQL: set POSTURE_TEST_DATABASE_URL and run with --ignored"]
+    async fn postgres() {
+        super::run(super::postgres().await, super::compaction_keeps_the_latest_and_the_recent).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_moves_old_bookkeeping_out_of_device_records() {
     let dir = tempfile::tempdir().unwrap();

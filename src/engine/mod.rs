@@ -29,6 +29,24 @@ pub type Applied = (u64, Touched);
 
 /// How long a replica may serve without confirming the store's latest revision, by default.
 pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_secs(30);
+
+/// How much of the change log to keep: a revision goes once it is more than `revisions` behind
+/// the latest AND older than `age` (the latest always stays). Replicas behind what is kept
+/// reload the whole state, so this bounds the log without bounding how far a replica may fall
+/// behind; one less than `age` behind never needs to. The log's size follows the write rate
+/// over `age`: at the default, a fleet reporting every 15 minutes keeps two thirds of a
+/// report per Mac.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub revisions: u64,
+    pub age: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention { revisions: 0, age: Duration::from_secs(600) }
+    }
+}
 /// How often a write that lost the race to other replicas is validated and tried again.
 const WRITE_ATTEMPTS: u32 = 5;
 /// How often the follower reads the change log when the store notifies it of commits, and
@@ -216,9 +234,21 @@ impl Engine {
         // Bounded, so that a store that stops answering fails the caller instead of holding it.
         let limit = self.max_staleness.min(Duration::from_secs(10));
         loop {
-            let batch = tokio::time::timeout(limit, self.store.changes_since(self.revision(), 1_000))
+            let batch = match tokio::time::timeout(limit, self.store.changes_since(self.revision(), 1_000))
                 .await
-                .map_err(|_| Error::Storage(format!("the change log did not answer within {limit:?}")))??;
+                .map_err(|_| Error::Storage(format!("the change log did not answer within {limit:?}")))?
+            {
+                Err(Error::LogCompacted { oldest }) => {
+                    tracing::warn!(
+                        revision = self.revision(),
+                        oldest,
+                        "this replica fell behind what the change log keeps: reloading the whole state"
+                    );
+                    self.reload(limit).await?;
+                    continue;
+                }
+                batch => batch?,
+            };
             if batch.is_empty() {
                 self.confirm();
                 return Ok(self.revision());
@@ -385,6 +415,28 @@ impl Engine {
     }
 
     /// Applies committed changes and drops the cached decisions they touch, atomically for readers.
+    /// Replaces the state with the store's, for a replica whose next revisions the change log
+    /// no longer holds. Every cached decision goes, and the watcher re-decides every device.
+    async fn reload(&self, limit: Duration) -> Result<()> {
+        let snapshot = tokio::time::timeout(limit, self.store.load())
+            .await
+            .map_err(|_| Error::Storage(format!("the store's state did not load within {limit:?}")))??;
+        let mut state = self.state.write();
+        *state = snapshot.state;
+        let everything = Touched { all: true, ..Touched::default() };
+        self.cache.invalidate(&everything);
+        self.published(snapshot.revision, everything);
+        Ok(())
+    }
+
+    /// Deletes the change log's revisions that `retention` no longer asks to keep; returns how
+    /// many went. Replicas behind them reload the state instead.
+    pub async fn compact(&self, retention: Retention) -> Result<u64> {
+        let keep_from = self.revision().saturating_sub(retention.revisions).max(1);
+        let older_than = self.now().0 - i64::try_from(retention.age.as_secs()).unwrap_or(i64::MAX);
+        self.store.compact(keep_from, older_than).await
+    }
+
     fn apply(&self, revision: u64, changes: Vec<Change>) {
         let mut state = self.state.write();
         let mut touched = Touched::default();
@@ -392,10 +444,15 @@ impl Engine {
             touched.merge(state.apply(c));
         }
         self.cache.invalidate(&touched);
+        self.published(revision, touched);
+    }
+
+    /// `revision` is applied. Called under the state's write lock: the watcher sees revisions
+    /// in order, each already applied (those that touch no decision too, so that it knows its
+    /// decisions reflect them).
+    fn published(&self, revision: u64, touched: Touched) {
         self.revision.store(revision, Ordering::Release);
         self.applied.send_replace(revision);
-        // Still under the write lock: the watcher sees revisions in order, each already applied
-        // (those that touch no decision too, so that it knows its decisions reflect them).
         if let Some(hook) = &*self.applied_hook.lock()
             && let Err(tokio::sync::mpsc::error::TrySendError::Full(_)) = hook.try_send((revision, touched))
         {

@@ -44,6 +44,11 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    /// The log is this store's state (`load` replays it): nothing is compacted.
+    async fn compact(&self, _keep_from: u64, _older_than: i64) -> Result<u64> {
+        Ok(0)
+    }
+
     /// Nothing else shares a memory store; callers that want to follow it poll.
     async fn notifications(&self) -> Result<Option<tokio::sync::mpsc::Receiver<u64>>> {
         Ok(None)

@@ -41,8 +41,12 @@ pub trait Store: Send + Sync + 'static {
     /// of a policy just deleted). A failure of the commit itself, when it may or may not have
     /// taken effect, is `Error::CommitUnknown`.
     async fn commit(&self, expected: u64, changes: &[Change], committed_at: i64) -> Result<Commit>;
-    /// The committed revisions after `after`, oldest first, at most `limit`.
+    /// The committed revisions after `after`, oldest first, at most `limit`; `LogCompacted`
+    /// when the next of them is no longer kept (load the state instead).
     async fn changes_since(&self, after: u64, limit: u32) -> Result<Vec<(u64, Vec<Change>)>>;
+    /// Deletes the change log's revisions before `keep_from` committed before `older_than`
+    /// (seconds since the epoch); the latest revision always stays. Returns how many went.
+    async fn compact(&self, keep_from: u64, older_than: i64) -> Result<u64>;
     /// A feed of "revision N has been committed", from any process sharing the store, or
     /// `None` when the backend has none (SQLite, memory) and callers must poll
     /// `changes_since`. A value is a hint, not the data: read `changes_since` from the last

@@ -352,6 +352,10 @@ impl Store for PostgresStore {
         sql::changes_since::<Postgres>(&mut *self.pool.acquire().await?, after, limit).await
     }
 
+    async fn compact(&self, keep_from: u64, older_than: i64) -> Result<u64> {
+        sql::compact::<Postgres>(&mut *self.pool.acquire().await?, keep_from, older_than).await
+    }
+
     /// A receiver of the revisions committed from now on, by any replica, fed by a
     /// `PgListener` on its own connection. It is listening when this returns, and keeps
     /// listening (reconnecting as needed) until the receiver is dropped.

@@ -341,5 +341,44 @@ where
         .bind(i64::from(limit))
         .fetch_all(&mut *conn)
         .await?;
+    // Revisions have no gaps, so a first row past `after + 1` means the ones between were
+    // compacted away.
+    if let Some((first, _)) = rows.first()
+        && *first as u64 != after + 1
+    {
+        return Err(Error::LogCompacted { oldest: *first as u64 });
+    }
     rows.into_iter().map(|(revision, changes)| Ok((revision as u64, decode_changes(&changes)?))).collect()
+}
+
+const COMPACT: &str = "DELETE FROM change_log WHERE revision IN \
+     (SELECT revision FROM change_log WHERE revision < $1 AND committed_at < $2 \
+      AND revision < (SELECT MAX(revision) FROM change_log) ORDER BY revision LIMIT $3) \
+     RETURNING revision";
+
+/// Deletes the change log's rows before revision `keep_from` that were committed before
+/// `older_than` (seconds), a bounded number per statement so that writers never wait long;
+/// returns how many.
+pub(crate) async fn compact<DB>(conn: &mut DB::Connection, keep_from: u64, older_than: i64) -> Result<u64>
+where
+    DB: Database,
+    i64: for<'q> Encode<'q, DB> + Type<DB> + for<'r> Decode<'r, DB>,
+    for<'r> (i64,): FromRow<'r, DB::Row>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    const BATCH: i64 = 10_000;
+    let mut deleted = 0;
+    loop {
+        let rows = sqlx::query_as::<DB, (i64,)>(COMPACT)
+            .bind(i64::try_from(keep_from).unwrap_or(i64::MAX))
+            .bind(older_than)
+            .bind(BATCH)
+            .fetch_all(&mut *conn)
+            .await?;
+        deleted += rows.len() as u64;
+        if (rows.len() as i64) < BATCH {
+            return Ok(deleted);
+        }
+    }
 }

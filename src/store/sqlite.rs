@@ -112,6 +112,10 @@ impl Store for SqliteStore {
         sql::changes_since::<Sqlite>(&mut *self.pool.acquire().await?, after, limit).await
     }
 
+    async fn compact(&self, keep_from: u64, older_than: i64) -> Result<u64> {
+        sql::compact::<Sqlite>(&mut *self.pool.acquire().await?, keep_from, older_than).await
+    }
+
     /// SQLite has no change feed: callers poll `changes_since`.
     async fn notifications(&self) -> Result<Option<Receiver<u64>>> {
         Ok(None)
