@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::auth::CredentialConfig;
+use crate::telemetry::logs::LogFormat;
 use crate::tls::TlsFiles;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -37,6 +38,8 @@ pub struct FileConfig {
     pub tls_client_ca: Option<PathBuf>,
     #[serde(default, with = "humantime_serde_opt")]
     pub reload_interval: Option<Duration>,
+    pub log_format: Option<LogFormat>,
+    pub metrics_listen: Option<SocketAddr>,
     #[serde(default)]
     pub credentials: Vec<CredentialConfig>,
     /// The `[ext_authz]` table.
@@ -123,6 +126,13 @@ pub struct Overrides {
     /// changes (SIGHUP checks at once) [default: 2s]
     #[arg(long, env = "POSTURE_RELOAD_INTERVAL", value_parser = humantime::parse_duration)]
     pub reload_interval: Option<Duration>,
+    /// How logs are written: text for people, json for log pipelines [default: text]
+    #[arg(long, env = "POSTURE_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (unauthenticated: keep it off public
+    /// networks) [default: no metrics listener]
+    #[arg(long, env = "POSTURE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     // Boxed, so that enums holding Overrides (the CLI's commands) stay small.
     #[command(flatten)]
     pub ext_authz: Box<ExtAuthzSettings>,
@@ -215,6 +225,8 @@ pub struct Config {
     pub insecure: bool,
     pub tls: Option<TlsFiles>,
     pub reload_interval: Duration,
+    pub log_format: LogFormat,
+    pub metrics_listen: Option<SocketAddr>,
     pub credentials: Vec<CredentialConfig>,
     pub ext_authz: ExtAuthzConfig,
     /// The file the configuration was read from: its credentials are reloaded while serving.
@@ -298,6 +310,8 @@ impl Config {
             insecure: o.insecure || file.insecure.unwrap_or(false),
             tls,
             reload_interval,
+            log_format: o.log_format.or(file.log_format).unwrap_or_default(),
+            metrics_listen: o.metrics_listen.or(file.metrics_listen),
             credentials: file.credentials,
             ext_authz: o.ext_authz.layer(file.ext_authz)?,
             file: None,
@@ -343,6 +357,17 @@ mod tests {
         assert_eq!(c.store, "sqlite:///var/lib/posture/posture.db");
         assert_eq!(c.credentials.len(), 1);
         assert_eq!(c.max_staleness, Duration::from_secs(45));
+    }
+
+    #[test]
+    fn log_format_and_metrics_listen_layer_like_the_rest() {
+        assert_eq!((Config::defaults().log_format, Config::defaults().metrics_listen), (LogFormat::Text, None));
+        let file: FileConfig =
+            toml::from_str("log_format = \"json\"\nmetrics_listen = \"127.0.0.1:9464\"").expect("valid toml");
+        let o = Overrides { metrics_listen: Some("127.0.0.1:9100".parse().expect("addr")), ..Default::default() };
+        let c = Config::layer(file, o).expect("valid");
+        assert_eq!((c.log_format, c.metrics_listen.map(|a| a.port())), (LogFormat::Json, Some(9100)));
+        assert!(toml::from_str::<FileConfig>("log_format = \"xml\"").is_err());
     }
 
     #[test]

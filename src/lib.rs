@@ -16,4 +16,5 @@ pub mod proto;
 pub mod reload;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod tls;

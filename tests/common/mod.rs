@@ -3,6 +3,7 @@
 //! AdminService and to build partner reports relative to the current time.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+pub mod binary;
 pub mod domain;
 pub mod pki;
 pub mod proxy;
