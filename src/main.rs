@@ -30,13 +30,16 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let command = Cli::parse().command;
     if !matches!(command, Command::Serve(_)) {
-        logs::init(logs::LogFormat::Text, None);
+        logs::init(logs::LogFormat::Text);
     }
     match command {
         Command::Serve(overrides) => {
             let config = posture::config::Config::load(*overrides)?;
             let traces = trace::provider()?;
-            logs::init(config.log_format, traces.as_ref());
+            logs::init(config.log_format);
+            if let Some(traces) = &traces {
+                trace::install(traces);
+            }
             let served = serve(config).await;
             // The batch exporter sends what it holds before the process ends.
             if let Some(traces) = traces {

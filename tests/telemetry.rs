@@ -114,6 +114,7 @@ async fn each_call_is_a_span_in_the_callers_trace_with_its_decision_and_is_flush
         assert_eq!(service, "posture");
         assert_eq!(hex(&span.trace_id), TRACE_ID, "the caller's trace is continued");
         assert_eq!(span.name, "posture.v1.ComplianceService/CheckAccess");
+        assert_eq!(span.kind, opentelemetry_proto::tonic::trace::v1::span::SpanKind::Server as i32);
         let attr = |key| attribute(&span, key);
         assert_eq!(attr("rpc.system").as_deref(), Some("grpc"));
         assert_eq!(attr("rpc.service").as_deref(), Some("posture.v1.ComplianceService"));

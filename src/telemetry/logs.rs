@@ -8,7 +8,6 @@
 
 use std::io::IsTerminal;
 
-use opentelemetry_sdk::trace::SdkTracerProvider;
 use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
@@ -30,8 +29,8 @@ fn colour() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
-/// Installs the process's subscriber: the logs in `format`, and the OTLP spans of `traces`.
-pub fn init(format: LogFormat, traces: Option<&SdkTracerProvider>) {
+/// Installs the process's subscriber: the logs in `format`.
+pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer().with_ansi(colour()).boxed(),
@@ -42,11 +41,5 @@ pub fn init(format: LogFormat, traces: Option<&SdkTracerProvider>) {
             .with_span_list(false)
             .boxed(),
     };
-    // Only the per-call spans are exported (events stay in the logs).
-    let spans = traces.map(|p| {
-        super::trace::layer(p).with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-            meta.is_span() && meta.target() == super::trace::TARGET
-        }))
-    });
-    tracing_subscriber::registry().with(logs.with_filter(filter)).with(spans).init();
+    tracing_subscriber::registry().with(logs.with_filter(filter)).init();
 }

@@ -17,13 +17,12 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use http::{Request, Response};
-use opentelemetry::trace::TraceContextExt;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _};
+use opentelemetry_sdk::trace::{SdkTracer, Span};
 use tonic::Code;
 use tonic::body::Body;
 use tower::{Layer, Service};
-use tracing::Instrument;
-use tracing::field::Empty;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::domain::access::{DeviceDecision, Reason, ReasonCode};
 use metrics::{MethodHandles, Metrics, code_name};
@@ -161,13 +160,16 @@ pub fn denied_for(reasons: &[Reason]) {
 pub struct Telemetry {
     metrics: Option<Arc<Metrics>>,
     handles: Arc<[MethodHandles]>,
+    /// Set when spans are exported ([`trace::install`]).
+    tracer: Option<SdkTracer>,
 }
 
 impl Telemetry {
-    /// Counts into `metrics` when given (`--metrics-listen`); spans and log lines either way.
+    /// Counts into `metrics` when given (`--metrics-listen`); spans when the process exports
+    /// them; log lines either way.
     pub fn new(metrics: Option<Arc<Metrics>>) -> Self {
         let handles = METHODS.iter().map(|_| MethodHandles::default()).collect();
-        Telemetry { metrics, handles }
+        Telemetry { metrics, handles, tracer: trace::tracer() }
     }
 }
 
@@ -202,28 +204,22 @@ where
         let started = Instant::now();
         let index = method_index(req.uri().path());
         let method = &METHODS[index];
-        // Disabled (and free) unless spans are exported or RUST_LOG asks for them.
-        let span = tracing::debug_span!(
-            target: TARGET,
-            "rpc",
-            otel.name = method.label.as_str(),
-            otel.kind = "server",
-            otel.status_code = Empty,
-            rpc.system = "grpc",
-            rpc.service = method.service.as_str(),
-            rpc.method = method.name.as_str(),
-            rpc.grpc.status_code = Empty,
-            posture.credential = Empty,
-            posture.decision = Empty,
-            posture.reason_codes = Empty,
-            posture.cache = Empty,
-            posture.revision = Empty,
-        );
-        if !span.is_disabled() {
-            let _ = span.set_parent(trace::parent(req.headers()));
-        }
+        // Straight on the SDK's tracer, not through a tracing subscriber: a call's span costs
+        // one span, sampled at its start (an unsampled one records nothing), and none at all
+        // without an exporter. The method's names are static: no string is copied.
+        let span = self.layer.tracer.as_ref().map(|tracer| {
+            tracer
+                .span_builder(method.label.as_str())
+                .with_kind(SpanKind::Server)
+                .with_attributes([
+                    KeyValue::new("rpc.system", "grpc"),
+                    KeyValue::new("rpc.service", method.service.as_str()),
+                    KeyValue::new("rpc.method", method.name.as_str()),
+                ])
+                .start_with_context(tracer, &trace::parent(req.headers()))
+        });
         let traceparent = req.headers().get("traceparent").cloned();
-        let call = NOTE.scope(RefCell::new(Note::default()), self.inner.call(req).instrument(span.clone()));
+        let call = NOTE.scope(RefCell::new(Note::default()), self.inner.call(req));
         let observation = Observation { layer: self.layer.clone(), index, method, started, span, traceparent };
         Box::pin(async move {
             // Declared before the call, so dropped after it: a call dropped unanswered (the
@@ -250,12 +246,12 @@ struct Observation {
     index: usize,
     method: &'static Method,
     started: Instant,
-    span: tracing::Span,
+    span: Option<Span>,
     traceparent: Option<http::HeaderValue>,
 }
 
 impl Observation {
-    fn finish(self, code: Code, note: &Note) {
+    fn finish(mut self, code: Code, note: &Note) {
         let took = self.started.elapsed();
         if let Some(m) = &self.layer.metrics {
             let handles = &self.layer.handles[self.index];
@@ -264,10 +260,13 @@ impl Observation {
                 m.decision(&self.method.label, handles, d.allow, d.reasons.codes(), d.cache_hit);
             }
         }
-        if !self.span.is_disabled() {
-            record(&self.span, code, note);
+        log(self.method, code, took, note, self.span.as_ref(), self.traceparent.as_ref());
+        if let Some(mut span) = self.span.take() {
+            if span.is_recording() {
+                record(&mut span, code, note);
+            }
+            span.end();
         }
-        log(self.method, code, took, note, &self.span, self.traceparent.as_ref());
     }
 }
 
@@ -303,22 +302,22 @@ fn server_error(code: Code) -> bool {
     )
 }
 
-fn record(span: &tracing::Span, code: Code, note: &Note) {
-    span.record("rpc.grpc.status_code", code as i64);
+fn record(span: &mut Span, code: Code, note: &Note) {
+    span.set_attribute(KeyValue::new("rpc.grpc.status_code", code as i64));
     if server_error(code) {
-        span.record("otel.status_code", "error");
+        span.set_status(Status::error(code_name(code)));
     }
     if let Some(c) = &note.credential {
-        span.record("posture.credential", &**c);
+        span.set_attribute(KeyValue::new("posture.credential", c.clone()));
     }
     if let Some(d) = &note.decided {
-        span.record("posture.decision", if d.allow { "allow" } else { "deny" });
-        span.record("posture.reason_codes", d.reasons.joined().as_str());
+        span.set_attribute(KeyValue::new("posture.decision", if d.allow { "allow" } else { "deny" }));
+        span.set_attribute(KeyValue::new("posture.reason_codes", d.reasons.joined()));
         if let Some(hit) = d.cache_hit {
-            span.record("posture.cache", if hit { "hit" } else { "miss" });
+            span.set_attribute(KeyValue::new("posture.cache", if hit { "hit" } else { "miss" }));
         }
         if let Some(r) = d.revision {
-            span.record("posture.revision", r);
+            span.set_attribute(KeyValue::new("posture.revision", i64::try_from(r).unwrap_or(i64::MAX)));
         }
     }
 }
@@ -329,7 +328,7 @@ fn log(
     code: Code,
     took: std::time::Duration,
     note: &Note,
-    span: &tracing::Span,
+    span: Option<&Span>,
     traceparent: Option<&http::HeaderValue>,
 ) {
     let denied = note.decided.as_ref().is_some_and(|d| !d.allow);
@@ -372,10 +371,9 @@ fn log(
 
 /// The call's trace id: its span's when spans are exported (continued or new), else the
 /// caller's `traceparent`'s.
-fn trace_id(span: &tracing::Span, traceparent: Option<&http::HeaderValue>) -> Option<String> {
-    if !span.is_disabled() {
-        let cx = span.context();
-        let id = cx.span().span_context().trace_id();
+fn trace_id(span: Option<&Span>, traceparent: Option<&http::HeaderValue>) -> Option<String> {
+    if let Some(span) = span {
+        let id = span.span_context().trace_id();
         if id != opentelemetry::trace::TraceId::INVALID {
             return Some(id.to_string());
         }

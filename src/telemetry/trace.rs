@@ -9,8 +9,20 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
-/// The target of the per-call spans, the only spans exported.
+/// The target of the per-call log lines.
 pub const TARGET: &str = "posture::rpc";
+
+static TRACER: std::sync::OnceLock<opentelemetry_sdk::trace::SdkTracer> = std::sync::OnceLock::new();
+
+/// Makes the servers this process starts export their calls' spans through `provider`.
+pub fn install(provider: &SdkTracerProvider) {
+    let _ = TRACER.set(provider.tracer("posture"));
+}
+
+/// The tracer [`install`] set, if any.
+pub(super) fn tracer() -> Option<opentelemetry_sdk::trace::SdkTracer> {
+    TRACER.get().cloned()
+}
 
 /// The exporting pipeline, when the environment asks for one. Needs a Tokio runtime (the
 /// gRPC exporter's connection lives on it).
@@ -34,18 +46,6 @@ pub fn provider() -> anyhow::Result<Option<SdkTracerProvider>> {
     // The sampler comes from OTEL_TRACES_SAMPLER (default: parent-based, always on).
     let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource.build()).build();
     Ok(Some(provider))
-}
-
-/// The layer that turns the per-call spans into OpenTelemetry spans.
-pub fn layer<S>(provider: &SdkTracerProvider) -> impl tracing_subscriber::Layer<S>
-where
-    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
-{
-    tracing_opentelemetry::layer()
-        .with_tracer(provider.tracer("posture"))
-        .with_tracked_inactivity(false)
-        .with_threads(false)
-        .with_location(false)
 }
 
 /// The caller's trace context from a call's metadata (`traceparent`, `tracestate`).
