@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Telemetry's cost over gRPC. The server is pinned to core 1, h2load (and the trace sink) to
-# core 0. For each set-up — telemetry off; then OTLP spans exported to a local sink (every span
-# sampled) with the metrics listener on — h2load measures in the same run, with the same
-# settings: Health/Check and CheckAccess (an allowed Mac) at saturation, then both at one
-# fixed rate (--rps) with a per-request log for percentiles.
+# Telemetry's cost over gRPC. Two servers on the same organisation, both pinned to core 1:
+# "off" (no exporter, no metrics listener) and "on" (OTLP spans to a local sink, every span
+# sampled unless SAMPLER says otherwise, and the metrics listener); h2load and the sink on
+# core 0. ROUNDS rounds, each measuring Health/Check and CheckAccess (an allowed Mac) at
+# saturation on both servers with the same settings; the best of the rounds is reported, then
+# each at one fixed rate (--rps) with a per-request log for percentiles.
 #
 #   deploy/loadtest/telemetry.sh                  # defaults below
 #   SAMPLER=parentbased_traceidratio SAMPLER_ARG=0.01 deploy/loadtest/telemetry.sh
@@ -14,11 +15,12 @@ cd "$(dirname "$0")/../.."
 DEVICES=${DEVICES:-100000}
 USERS=${USERS:-100000}
 GROUP_COUNT=${GROUP_COUNT:-10000}
-REQUESTS=${REQUESTS:-300000}      # per saturating h2load run
+REQUESTS=${REQUESTS:-200000}      # per saturating h2load run
 CLIENTS=${CLIENTS:-16}            # h2load -c
 STREAMS=${STREAMS:-32}            # h2load -m
 RATE=${RATE:-20000}               # requests/s of the fixed-rate runs
-RATE_SECONDS=${RATE_SECONDS:-15}
+RATE_SECONDS=${RATE_SECONDS:-10}
+ROUNDS=${ROUNDS:-3}
 SAMPLER=${SAMPLER:-parentbased_always_on}
 SAMPLER_ARG=${SAMPLER_ARG:-}
 PORT=${PORT:-50571}
@@ -34,7 +36,7 @@ BENCH=$TARGET/release/posture-bench
 WORK=$(mktemp -d)
 SERVER= SINK=
 cleanup() {
-  [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null
+  [ -n "$SERVER" ] && kill $SERVER 2>/dev/null
   [ -n "$SINK" ] && kill "$SINK" 2>/dev/null
   wait 2>/dev/null; rm -rf "$WORK"
 }
@@ -59,46 +61,65 @@ open(f"{work}/check.bin", "wb").write(frame(field(1, "user-0000002") + field(2, 
 open(f"{work}/health.bin", "wb").write(frame(b""))
 PY
 
-h2() { # $1 path, $2 body, extra h2load options follow
-  local path=$1 body=$2; shift 2
+h2() { # $1 port, $2 path, $3 body, extra h2load options follow
+  local port=$1 path=$2 body=$3; shift 3
   taskset -c 0 h2load -c "$CLIENTS" -m "$STREAMS" -t 1 -d "$body" \
-    -H 'content-type: application/grpc' -H 'te: trailers' "$@" "http://127.0.0.1:$PORT$path"
+    -H 'content-type: application/grpc' -H 'te: trailers' "$@" "http://127.0.0.1:$port$path"
 }
 rps() { awk '/^finished in/{gsub(",","");print $4}' "$1"; }
+best() { sort -g | tail -1; }
 # p50 p99 p99.9 of the durations (µs, third column) in an h2load --log-file.
 percentiles() { sort -n -k3 "$1" | awk '{d[NR]=$3} END{printf "p50=%dus p99=%dus p99.9=%dus n=%d", d[int(NR*0.5)], d[int(NR*0.99)], d[int(NR*0.999)], NR}'; }
+AUTH="authorization: Bearer $SECRET"
+HEALTH=/grpc.health.v1.Health/Check
+CHECK=/posture.v1.ComplianceService/CheckAccess
 
-measure() { # $1 label
-  local label=$1 auth="authorization: Bearer $SECRET"
-  h2 /posture.v1.ComplianceService/CheckAccess "$WORK/check.bin" -n 50000 -H "$auth" >/dev/null # warm-up
-  h2 /grpc.health.v1.Health/Check "$WORK/health.bin" -n "$REQUESTS" >"$WORK/$label-health.txt"
-  h2 /posture.v1.ComplianceService/CheckAccess "$WORK/check.bin" -n "$REQUESTS" -H "$auth" >"$WORK/$label-check.txt"
-  local health check
-  health=$(rps "$WORK/$label-health.txt"); check=$(rps "$WORK/$label-check.txt")
-  grep -h "^requests:" "$WORK/$label-health.txt" "$WORK/$label-check.txt"
-  echo "RESULT $label saturation health_rps=$health check_access_rps=$check ratio=$(awk "BEGIN{printf \"%.3f\", $check / $health}")"
-  local per_client=$(( RATE / CLIENTS ))
-  h2 /grpc.health.v1.Health/Check "$WORK/health.bin" --rps "$per_client" -D "$RATE_SECONDS" --log-file "$WORK/$label-health.log" >"$WORK/$label-health-rate.txt"
-  h2 /posture.v1.ComplianceService/CheckAccess "$WORK/check.bin" --rps "$per_client" -D "$RATE_SECONDS" -H "$auth" --log-file "$WORK/$label-check.log" >"$WORK/$label-check-rate.txt"
-  echo "RESULT $label rate=$RATE/s health $(rps "$WORK/$label-health-rate.txt")/s $(percentiles "$WORK/$label-health.log")"
-  echo "RESULT $label rate=$RATE/s check_access $(rps "$WORK/$label-check-rate.txt")/s $(percentiles "$WORK/$label-check.log")"
-}
-
-echo "== telemetry off"
+# Both servers run at once (each alone in its turn under load), so that every round measures
+# the four cases within a minute of each other: other load on the machine hits them alike.
+cp -r "$WORK/data" "$WORK/data-on"
 start_server "$WORK/off.log" --listen 127.0.0.1:$PORT --data-dir "$WORK/data" --config "$WORK/posture.toml"
-measure off
-kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=
-
-echo "== telemetry on: OTLP to a sink on 127.0.0.1:$SINK_PORT (OTEL_TRACES_SAMPLER=$SAMPLER $SAMPLER_ARG), metrics on 127.0.0.1:$METRICS_PORT"
+OFF_SERVER=$SERVER
 taskset -c 0 $BENCH otlp-sink --listen 127.0.0.1:$SINK_PORT --every 1h >"$WORK/sink.log" 2>&1 &
 SINK=$!
+ON_PORT=$((PORT + 1))
 OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$SINK_PORT OTEL_TRACES_SAMPLER=$SAMPLER OTEL_TRACES_SAMPLER_ARG=$SAMPLER_ARG \
-  start_server "$WORK/on.log" --listen 127.0.0.1:$PORT --data-dir "$WORK/data" --config "$WORK/posture.toml" \
+  start_server "$WORK/on.log" --listen 127.0.0.1:$ON_PORT --data-dir "$WORK/data-on" --config "$WORK/posture.toml" \
   --metrics-listen 127.0.0.1:$METRICS_PORT
-measure on
-calls=$(curl -s "http://127.0.0.1:$METRICS_PORT/metrics" | awk '/^posture_calls_total/{s+=$2} END{print s}')
-kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=
-kill "$SINK"; wait "$SINK" 2>/dev/null || true; SINK=
-echo "RESULT on calls_counted=$calls $(tail -1 "$WORK/sink.log")"
-on_health=$(rps "$WORK/on-health.txt"); off_health=$(rps "$WORK/off-health.txt"); on_check=$(rps "$WORK/on-check.txt")
+ON_SERVER=$SERVER
+SERVER="$OFF_SERVER $ON_SERVER"
+echo "== off: 127.0.0.1:$PORT (no exporter, no metrics); on: 127.0.0.1:$ON_PORT (OTLP to the sink, OTEL_TRACES_SAMPLER=$SAMPLER $SAMPLER_ARG; metrics)"
+for port in $PORT $ON_PORT; do h2 $port $CHECK "$WORK/check.bin" -n 50000 -H "$AUTH" >/dev/null; done # warm-up
+echo "== $ROUNDS rounds of -n $REQUESTS -c $CLIENTS -m $STREAMS -t 1 (load average before: $(cut -d' ' -f1-3 /proc/loadavg))"
+for round in $(seq "$ROUNDS"); do
+  for set in off on; do
+    port=$PORT; [ $set = on ] && port=$ON_PORT
+    h2 $port $HEALTH "$WORK/health.bin" -n "$REQUESTS" >"$WORK/$set-health-$round.txt"
+    h2 $port $CHECK "$WORK/check.bin" -n "$REQUESTS" -H "$AUTH" >"$WORK/$set-check-$round.txt"
+    h=$(rps "$WORK/$set-health-$round.txt"); c=$(rps "$WORK/$set-check-$round.txt")
+    echo "round $round $set: health_rps=$h check_access_rps=$c ratio=$(awk "BEGIN{printf \"%.3f\", $c / $h}")"
+  done
+done
+echo "== load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+for set in off on; do
+  h=$(for f in "$WORK"/$set-health-*.txt; do rps "$f"; done | best)
+  c=$(for f in "$WORK"/$set-check-*.txt; do rps "$f"; done | best)
+  eval "${set}_health=$h ${set}_check=$c"
+  echo "RESULT $set saturation (best of $ROUNDS) health_rps=$h check_access_rps=$c ratio=$(awk "BEGIN{printf \"%.3f\", $c / $h}")"
+done
 echo "RESULT on check_access_rps / off health_rps = $(awk "BEGIN{printf \"%.3f\", $on_check / $off_health}")"
+
+per_client=$(( RATE / CLIENTS ))
+for set in off on; do
+  port=$PORT; [ $set = on ] && port=$ON_PORT
+  for what in health check; do
+    path=$HEALTH body=health.bin extra=()
+    [ $what = check ] && path=$CHECK body=check.bin extra=(-H "$AUTH")
+    h2 $port $path "$WORK/$body" --rps "$per_client" -D "$RATE_SECONDS" --log-file "$WORK/$set-$what.log" "${extra[@]}" \
+      >"$WORK/$set-$what-rate.txt"
+    echo "RESULT $set rate=$RATE/s $what $(rps "$WORK/$set-$what-rate.txt")/s $(percentiles "$WORK/$set-$what.log")"
+  done
+done
+calls=$(curl -s "http://127.0.0.1:$METRICS_PORT/metrics" | awk '/^posture_calls_total/{s+=$2} END{print s}')
+kill $ON_SERVER; wait $ON_SERVER 2>/dev/null || true
+kill "$SINK"; wait "$SINK" 2>/dev/null || true; SINK=
+echo "RESULT on calls_counted=$calls $(tail -1 "$WORK/sink.log") (spans the sink received, after the server's shutdown flush)"
