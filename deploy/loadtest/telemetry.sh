@@ -3,8 +3,9 @@
 # "off" (no exporter, no metrics listener) and "on" (OTLP spans to a local sink, every span
 # sampled unless SAMPLER says otherwise, and the metrics listener); h2load and the sink on
 # core 0. ROUNDS rounds, each measuring Health/Check and CheckAccess (an allowed Mac) at
-# saturation on both servers with the same settings; the best of the rounds is reported, then
-# each at one fixed rate (--rps) with a per-request log for percentiles.
+# saturation on both servers with the same settings, and the server's CPU time per call (from
+# /proc, every thread: the exporter's too); the medians of the rounds are reported. Then each
+# at one fixed rate (--rps) with a per-request log for percentiles.
 #
 #   deploy/loadtest/telemetry.sh                  # defaults below
 #   SAMPLER=parentbased_traceidratio SAMPLER_ARG=0.01 deploy/loadtest/telemetry.sh
@@ -20,7 +21,7 @@ CLIENTS=${CLIENTS:-16}            # h2load -c
 STREAMS=${STREAMS:-32}            # h2load -m
 RATE=${RATE:-20000}               # requests/s of the fixed-rate runs
 RATE_SECONDS=${RATE_SECONDS:-10}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 SAMPLER=${SAMPLER:-parentbased_always_on}
 SAMPLER_ARG=${SAMPLER_ARG:-}
 PORT=${PORT:-50571}
@@ -67,7 +68,10 @@ h2() { # $1 port, $2 path, $3 body, extra h2load options follow
     -H 'content-type: application/grpc' -H 'te: trailers' "$@" "http://127.0.0.1:$port$path"
 }
 rps() { awk '/^finished in/{gsub(",","");print $4}' "$1"; }
-best() { sort -g | tail -1; }
+median() { sort -g | awk '{v[NR]=$1} END{print v[int((NR+1)/2)]}'; }
+# CPU time the process has used, in clock ticks (utime + stime, every thread).
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK_US=$(( 1000000 / $(getconf CLK_TCK) ))
 # p50 p99 p99.9 of the durations (µs, third column) in an h2load --log-file.
 percentiles() { sort -n -k3 "$1" | awk '{d[NR]=$3} END{printf "p50=%dus p99=%dus p99.9=%dus n=%d", d[int(NR*0.5)], d[int(NR*0.99)], d[int(NR*0.999)], NR}'; }
 AUTH="authorization: Bearer $SECRET"
@@ -92,21 +96,30 @@ for port in $PORT $ON_PORT; do h2 $port $CHECK "$WORK/check.bin" -n 50000 -H "$A
 echo "== $ROUNDS rounds of -n $REQUESTS -c $CLIENTS -m $STREAMS -t 1 (load average before: $(cut -d' ' -f1-3 /proc/loadavg))"
 for round in $(seq "$ROUNDS"); do
   for set in off on; do
-    port=$PORT; [ $set = on ] && port=$ON_PORT
+    port=$PORT pid=$OFF_SERVER; [ $set = on ] && port=$ON_PORT pid=$ON_SERVER
+    t0=$(ticks $pid)
     h2 $port $HEALTH "$WORK/health.bin" -n "$REQUESTS" >"$WORK/$set-health-$round.txt"
+    t1=$(ticks $pid)
     h2 $port $CHECK "$WORK/check.bin" -n "$REQUESTS" -H "$AUTH" >"$WORK/$set-check-$round.txt"
+    t2=$(ticks $pid)
+    awk "BEGIN{printf \"%.2f\n\", ($t1 - $t0) * $TICK_US / $REQUESTS}" >"$WORK/$set-health-$round.cpu"
+    awk "BEGIN{printf \"%.2f\n\", ($t2 - $t1) * $TICK_US / $REQUESTS}" >"$WORK/$set-check-$round.cpu"
     h=$(rps "$WORK/$set-health-$round.txt"); c=$(rps "$WORK/$set-check-$round.txt")
-    echo "round $round $set: health_rps=$h check_access_rps=$c ratio=$(awk "BEGIN{printf \"%.3f\", $c / $h}")"
+    echo "round $round $set: health_rps=$h check_access_rps=$c ratio=$(awk "BEGIN{printf \"%.3f\", $c / $h}")" \
+      "server_cpu_us_per_call: health=$(cat "$WORK/$set-health-$round.cpu") check_access=$(cat "$WORK/$set-check-$round.cpu")"
   done
 done
 echo "== load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 for set in off on; do
-  h=$(for f in "$WORK"/$set-health-*.txt; do rps "$f"; done | best)
-  c=$(for f in "$WORK"/$set-check-*.txt; do rps "$f"; done | best)
-  eval "${set}_health=$h ${set}_check=$c"
-  echo "RESULT $set saturation (best of $ROUNDS) health_rps=$h check_access_rps=$c ratio=$(awk "BEGIN{printf \"%.3f\", $c / $h}")"
+  h=$(for f in "$WORK"/$set-health-*.txt; do rps "$f"; done | median)
+  c=$(for f in "$WORK"/$set-check-*.txt; do rps "$f"; done | median)
+  hc=$(cat "$WORK"/$set-health-*.cpu | median); cc=$(cat "$WORK"/$set-check-*.cpu | median)
+  eval "${set}_health=$h ${set}_check=$c ${set}_health_cpu=$hc ${set}_check_cpu=$cc"
+  echo "RESULT $set saturation (median of $ROUNDS) health_rps=$h check_access_rps=$c ratio=$(awk "BEGIN{printf \"%.3f\", $c / $h}")" \
+    "server_cpu_us_per_call: health=$hc check_access=$cc ratio=$(awk "BEGIN{printf \"%.3f\", $hc / $cc}")"
 done
-echo "RESULT on check_access_rps / off health_rps = $(awk "BEGIN{printf \"%.3f\", $on_check / $off_health}")"
+echo "RESULT on check_access / off health: rps ratio=$(awk "BEGIN{printf \"%.3f\", $on_check / $off_health}")" \
+  "cpu ratio=$(awk "BEGIN{printf \"%.3f\", $off_health_cpu / $on_check_cpu}")"
 
 per_client=$(( RATE / CLIENTS ))
 for set in off on; do

@@ -116,6 +116,16 @@ impl Reasons {
     fn joined(&self) -> String {
         self.codes().map(ReasonCode::as_str).collect::<Vec<_>>().join(",")
     }
+
+    /// The same for a span: a single code (the usual answer) is its static name, not a copy.
+    fn value(&self) -> opentelemetry::StringValue {
+        let mut codes = self.codes();
+        match (codes.next(), codes.next()) {
+            (Some(only), None) => only.as_str().into(),
+            (None, _) => "".into(),
+            _ => self.joined().into(),
+        }
+    }
 }
 
 tokio::task_local! {
@@ -303,23 +313,19 @@ fn server_error(code: Code) -> bool {
 }
 
 fn record(span: &mut Span, code: Code, note: &Note) {
-    span.set_attribute(KeyValue::new("rpc.grpc.status_code", code as i64));
     if server_error(code) {
         span.set_status(Status::error(code_name(code)));
     }
-    if let Some(c) = &note.credential {
-        span.set_attribute(KeyValue::new("posture.credential", c.clone()));
-    }
-    if let Some(d) = &note.decided {
-        span.set_attribute(KeyValue::new("posture.decision", if d.allow { "allow" } else { "deny" }));
-        span.set_attribute(KeyValue::new("posture.reason_codes", d.reasons.joined()));
-        if let Some(hit) = d.cache_hit {
-            span.set_attribute(KeyValue::new("posture.cache", if hit { "hit" } else { "miss" }));
-        }
-        if let Some(r) = d.revision {
-            span.set_attribute(KeyValue::new("posture.revision", i64::try_from(r).unwrap_or(i64::MAX)));
-        }
-    }
+    let status = Some(KeyValue::new("rpc.grpc.status_code", code as i64));
+    let credential = note.credential.as_ref().map(|c| KeyValue::new("posture.credential", c.clone()));
+    let d = note.decided.as_ref();
+    let decision = d.map(|d| KeyValue::new("posture.decision", if d.allow { "allow" } else { "deny" }));
+    let reasons = d.map(|d| KeyValue::new("posture.reason_codes", d.reasons.value()));
+    let cache = d.and_then(|d| d.cache_hit).map(|hit| KeyValue::new("posture.cache", if hit { "hit" } else { "miss" }));
+    let revision =
+        d.and_then(|d| d.revision).map(|r| KeyValue::new("posture.revision", i64::try_from(r).unwrap_or(i64::MAX)));
+    // At once, so that the span's attributes grow once.
+    span.set_attributes([status, credential, decision, reasons, cache, revision].into_iter().flatten());
 }
 
 /// One line per call at debug; at info for a denial or an error.
