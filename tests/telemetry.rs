@@ -8,12 +8,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::binary::{DEMO_GATEWAY, Served, sample, scrape};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use posture::proto::{self as pb, compliance_service_client::ComplianceServiceClient};
 use tonic::Code;
+use tonic::service::interceptor::InterceptedService;
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
@@ -148,6 +152,22 @@ async fn each_call_is_a_span_in_the_callers_trace_with_its_decision_and_is_flush
     receiving.abort();
 }
 
+fn envoy_client(served: &Served) -> AuthorizationClient<InterceptedService<tonic::transport::Channel, common::Bearer>> {
+    AuthorizationClient::with_interceptor(served.channel(), common::Bearer::new(Some(DEMO_GATEWAY)))
+}
+
+/// A checked HTTP request with these headers, as Envoy sends it.
+fn envoy_request(headers: &[(&str, &str)]) -> CheckRequest {
+    let http = HttpRequest {
+        method: "GET".into(),
+        path: "/app".into(),
+        headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        ..Default::default()
+    };
+    let request = Some(Request { http: Some(http), ..Default::default() });
+    CheckRequest { attributes: Some(AttributeContext { request, ..Default::default() }) }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_exactly_the_calls_made() {
     let served = Served::start(&["--metrics-listen", "127.0.0.1:0", "--max-concurrent-calls", "1"], "info", &[]);
@@ -162,6 +182,14 @@ async fn metrics_count_exactly_the_calls_made() {
     assert_eq!(denied.get_ref().decision, pb::Decision::Deny as i32);
     let refused = client.check_access(check("ada", "mac-ada", None, None)).await.unwrap_err();
     assert_eq!(refused.code(), Code::Unauthenticated);
+    // Envoy's Check decides too: bob's Mac (from the cache), and a request naming no device.
+    let mut envoy = envoy_client(&served);
+    for headers in
+        [&[("x-posture-user-id", "bob"), ("x-posture-device-id", "mac-bob")][..], &[("x-posture-user-id", "bob")]]
+    {
+        let answer = envoy.check(envoy_request(headers)).await.unwrap().into_inner();
+        assert_eq!(answer.status.unwrap().code, Code::PermissionDenied as i32);
+    }
     // One call waits for a revision that never comes, holding the only slot; the next is shed.
     let mut waiting = tonic::Request::new(pb::CheckAccessRequest {
         user_id: "ada".into(),
@@ -202,10 +230,15 @@ async fn metrics_count_exactly_the_calls_made() {
         ))
     };
     assert_eq!((decisions("allow"), decisions("deny")), (3.0, 1.0));
+    let envoy_denials =
+        "posture_decisions_total{method=\"envoy.service.auth.v3.Authorization/Check\",outcome=\"deny\"}";
+    assert_eq!(moved(envoy_denials), 2.0);
     assert_eq!(moved("posture_decision_reasons_total{outcome=\"allow\",reason=\"COMPLIANT\"}"), 3.0);
-    assert_eq!(moved("posture_decision_reasons_total{outcome=\"deny\",reason=\"NONCOMPLIANT\"}"), 1.0);
-    // mac-ada: evaluated once, then twice from the cache; mac-bob evaluated once.
-    assert_eq!((moved("posture_decision_cache_hits_total"), moved("posture_decision_cache_misses_total")), (2.0, 2.0));
+    assert_eq!(moved("posture_decision_reasons_total{outcome=\"deny\",reason=\"NONCOMPLIANT\"}"), 2.0);
+    assert_eq!(moved("posture_decision_reasons_total{outcome=\"deny\",reason=\"IDENTITY_MISSING\"}"), 1.0);
+    // mac-ada: evaluated once, then twice from the cache; mac-bob evaluated once, then once
+    // from the cache for Envoy; the request naming no device used no cache.
+    assert_eq!((moved("posture_decision_cache_hits_total"), moved("posture_decision_cache_misses_total")), (3.0, 2.0));
     let latency = "posture_call_duration_seconds_count{method=\"posture.v1.ComplianceService/CheckAccess\"}";
     assert_eq!(moved(latency), 7.0);
     assert!(sample(&after, "posture_store_commit_duration_seconds_count") > 0.0, "the demo's writes committed");
