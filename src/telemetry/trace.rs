@@ -32,6 +32,13 @@ pub fn provider() -> anyhow::Result<Option<SdkTracerProvider>> {
     if disabled || !(set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")) {
         return Ok(None);
     }
+    for name in ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"] {
+        if let Ok(protocol) = std::env::var(name) {
+            // Only the gRPC transport is built in: say so rather than export nothing.
+            anyhow::ensure!(protocol == "grpc", "{name}={protocol}: posture exports OTLP over gRPC only (grpc)");
+            break;
+        }
+    }
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .build()
