@@ -20,6 +20,7 @@ use tower::{Layer, Service};
 use crate::audit;
 use crate::domain::diagnosis::PartnerCredential;
 use crate::error::Error;
+use crate::telemetry;
 use crate::tls::TlsPeer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -50,7 +51,8 @@ pub struct CredentialConfig {
 /// The authenticated caller, put in each request's extensions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
-    pub id: String,
+    /// Shared, so that noting it for telemetry and audit copies no string.
+    pub id: Arc<str>,
     pub role: Role,
 }
 
@@ -77,7 +79,7 @@ impl Credentials {
             for hex in &cfg.secret_sha256 {
                 let digest = parse_digest(hex)
                     .ok_or_else(|| anyhow::anyhow!("credential {}: {hex:?} is not a hex SHA-256 digest", cfg.id))?;
-                let caller = Caller { id: cfg.id.clone(), role: cfg.role };
+                let caller = Caller { id: cfg.id.as_str().into(), role: cfg.role };
                 anyhow::ensure!(
                     c.by_digest.insert(digest, caller).is_none(),
                     "credential {}: a secret is reused",
@@ -115,7 +117,7 @@ impl Credentials {
     /// The ids of the credentials that have no secret: they can authenticate only by a client
     /// certificate.
     pub fn certificate_only(&self) -> impl Iterator<Item = &str> {
-        let with_secret: std::collections::HashSet<&str> = self.by_digest.values().map(|c| c.id.as_str()).collect();
+        let with_secret: std::collections::HashSet<&str> = self.by_digest.values().map(|c| &*c.id).collect();
         self.roles.keys().map(String::as_str).filter(move |id| !with_secret.contains(id))
     }
 
@@ -146,7 +148,7 @@ impl Credentials {
                 "the client certificate names two credentials, {id} and {other}: it must name one"
             )));
         }
-        Ok(Caller { id: id.clone(), role: *role })
+        Ok(Caller { id: id.as_str().into(), role: *role })
     }
 
     fn by_bearer(&self, header: &str) -> Result<Caller, Error> {
@@ -164,7 +166,7 @@ impl Credentials {
     /// refusal for the wrong role says whose; an unknown secret names nobody).
     fn known_id(&self, header: Option<&str>, certificate: Option<&[String]>) -> Option<&str> {
         let caller = self.authenticate(header, certificate).ok()?;
-        self.roles.get_key_value(&caller.id).map(|(id, _)| id.as_str())
+        self.roles.get_key_value(&*caller.id).map(|(id, _)| id.as_str())
     }
 
     /// The caller a request is from, if its role may call `service`.
@@ -278,13 +280,15 @@ where
         };
         let credentials = self.layer.credentials.current();
         let mut who = None;
+        let mut credential = None;
         if credentials.enabled() {
             let header = req.headers().get("authorization").and_then(|v| v.to_str().ok());
             let tls = req.extensions().get::<TlsPeer>();
             let certificate = tls.and_then(|t| t.certificate_names.as_deref());
             match credentials.admit(header, certificate, access.service, access.roles) {
                 Ok(caller) => {
-                    who = access.audited.then(|| caller.id.clone());
+                    who = access.audited.then(|| caller.id.to_string());
+                    credential = Some(caller.id.clone());
                     req.extensions_mut().insert(caller);
                 }
                 Err(e) => {
@@ -308,9 +312,9 @@ where
         match who {
             Some(who) => {
                 let rpc = req.uri().path().trim_start_matches('/').to_string();
-                Box::pin(audit::by(who, rpc, self.inner.call(req)))
+                Box::pin(telemetry::as_credential(credential, audit::by(who, rpc, self.inner.call(req))))
             }
-            None => Box::pin(self.inner.call(req)),
+            None => Box::pin(telemetry::as_credential(credential, self.inner.call(req))),
         }
     }
 }

@@ -10,7 +10,10 @@
 
 use std::sync::Arc;
 
+use moka::notification::RemovalCause;
 use moka::sync::Cache;
+
+use crate::telemetry::metrics::Counter;
 
 use crate::domain::access::DeviceDecision;
 use crate::domain::{Timestamp, Touched};
@@ -21,8 +24,13 @@ pub struct DecisionCache {
 }
 
 impl DecisionCache {
-    pub fn new(capacity: u64) -> Self {
-        let builder = Cache::builder().max_capacity(capacity);
+    /// Counts into `evictions` each entry the capacity bound evicts.
+    pub fn new(capacity: u64, evictions: Counter) -> Self {
+        let builder = Cache::builder().max_capacity(capacity).eviction_listener(move |_, _, cause| {
+            if cause == RemovalCause::Size {
+                evictions.inc();
+            }
+        });
         DecisionCache { inner: builder.build_with_hasher(foldhash::fast::RandomState::default()) }
     }
 
@@ -86,7 +94,7 @@ mod tests {
 
     #[test]
     fn concurrent_misses_on_one_key_evaluate_once() {
-        let cache = DecisionCache::new(100);
+        let cache = DecisionCache::new(100, Counter::default());
         let evaluations = AtomicUsize::new(0);
         std::thread::scope(|s| {
             for _ in 0..8 {
@@ -104,7 +112,7 @@ mod tests {
 
     #[test]
     fn an_entry_stops_holding_at_its_valid_until() {
-        let cache = DecisionCache::new(100);
+        let cache = DecisionCache::new(100, Counter::default());
         cache.get_or_compute("mac", Timestamp(10), || decision(Some(Timestamp(20))));
         assert!(cache.get("mac", Timestamp(19)).is_some());
         assert!(cache.get("mac", Timestamp(20)).is_none(), "at valid_until the entry no longer holds");

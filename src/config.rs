@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::auth::CredentialConfig;
+use crate::telemetry::logs::LogFormat;
 use crate::tls::TlsFiles;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -44,6 +45,8 @@ pub struct FileConfig {
     pub shutdown_delay: Option<Duration>,
     #[serde(default, with = "humantime_serde_opt")]
     pub drain_timeout: Option<Duration>,
+    pub log_format: Option<LogFormat>,
+    pub metrics_listen: Option<SocketAddr>,
     #[serde(default)]
     pub credentials: Vec<CredentialConfig>,
     /// The `[ext_authz]` table.
@@ -144,6 +147,13 @@ pub struct Overrides {
     /// After the shutdown delay, how long calls in flight may take to finish [default: 10s]
     #[arg(long, env = "POSTURE_DRAIN_TIMEOUT", value_parser = humantime::parse_duration)]
     pub drain_timeout: Option<Duration>,
+    /// How logs are written: text for people, json for log pipelines [default: text]
+    #[arg(long, env = "POSTURE_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (unauthenticated: keep it off public
+    /// networks) [default: no metrics listener]
+    #[arg(long, env = "POSTURE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     // Boxed, so that enums holding Overrides (the CLI's commands) stay small.
     #[command(flatten)]
     pub ext_authz: Box<ExtAuthzSettings>,
@@ -238,6 +248,8 @@ pub struct Config {
     pub reload_interval: Duration,
     pub drain: crate::server::Drain,
     pub retention: crate::engine::Retention,
+    pub log_format: LogFormat,
+    pub metrics_listen: Option<SocketAddr>,
     pub credentials: Vec<CredentialConfig>,
     pub ext_authz: ExtAuthzConfig,
     /// The file the configuration was read from: its credentials are reloaded while serving.
@@ -333,6 +345,8 @@ impl Config {
             reload_interval,
             drain,
             retention,
+            log_format: o.log_format.or(file.log_format).unwrap_or_default(),
+            metrics_listen: o.metrics_listen.or(file.metrics_listen),
             credentials: file.credentials,
             ext_authz: o.ext_authz.layer(file.ext_authz)?,
             file: None,
@@ -378,6 +392,17 @@ mod tests {
         assert_eq!(c.store, "sqlite:///var/lib/posture/posture.db");
         assert_eq!(c.credentials.len(), 1);
         assert_eq!(c.max_staleness, Duration::from_secs(45));
+    }
+
+    #[test]
+    fn log_format_and_metrics_listen_layer_like_the_rest() {
+        assert_eq!((Config::defaults().log_format, Config::defaults().metrics_listen), (LogFormat::Text, None));
+        let file: FileConfig =
+            toml::from_str("log_format = \"json\"\nmetrics_listen = \"127.0.0.1:9464\"").expect("valid toml");
+        let o = Overrides { metrics_listen: Some("127.0.0.1:9100".parse().expect("addr")), ..Default::default() };
+        let c = Config::layer(file, o).expect("valid");
+        assert_eq!((c.log_format, c.metrics_listen.map(|a| a.port())), (LogFormat::Json, Some(9100)));
+        assert!(toml::from_str::<FileConfig>("log_format = \"xml\"").is_err());
     }
 
     #[test]

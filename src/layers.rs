@@ -15,6 +15,8 @@ use tonic::body::Body;
 use tonic::{Code, Status};
 use tower::{Layer, Service};
 
+use crate::telemetry::metrics::Counter;
+
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 
 /// How long after a call's deadline the server gives up on it for the handler.
@@ -46,19 +48,25 @@ fn exempt(path: &str) -> bool {
 pub struct Bounds {
     limits: Limits,
     permits: Arc<Semaphore>,
+    shed: Option<Counter>,
 }
 
 impl Bounds {
     pub fn new(limits: Limits) -> Self {
         let permits = Arc::new(Semaphore::new(limits.max_concurrent_calls.max(1)));
-        Bounds { limits, permits }
+        Bounds { limits, permits, shed: None }
+    }
+
+    /// Counts each shed call into `shed` (the metrics' `posture_shed_calls_total`).
+    pub fn counting_shed(self, shed: Counter) -> Self {
+        Bounds { shed: Some(shed), ..self }
     }
 }
 
 impl<S> Layer<S> for Bounds {
     type Service = Bounded<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        Bounded { inner, limits: self.limits.clone(), permits: self.permits.clone() }
+        Bounded { inner, limits: self.limits.clone(), permits: self.permits.clone(), shed: self.shed.clone() }
     }
 }
 
@@ -67,6 +75,7 @@ pub struct Bounded<S> {
     inner: S,
     limits: Limits,
     permits: Arc<Semaphore>,
+    shed: Option<Counter>,
 }
 
 impl<S> Service<Request<Body>> for Bounded<S>
@@ -92,6 +101,9 @@ where
                 Ok(permit) => Some(permit),
                 Err(_) => {
                     let max = self.limits.max_concurrent_calls;
+                    if let Some(shed) = &self.shed {
+                        shed.inc();
+                    }
                     tracing::debug!(%path, max, "call shed");
                     let status = Status::resource_exhausted(format!(
                         "posture is serving its limit of {max} calls at once: retry with backoff, or ask another replica"

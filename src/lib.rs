@@ -17,4 +17,5 @@ pub mod proto;
 pub mod reload;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod tls;

@@ -1,7 +1,7 @@
 //! The `posture` command.
 
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
+use posture::telemetry::{logs, trace};
 
 #[derive(Parser)]
 #[command(
@@ -28,16 +28,27 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .init();
-    match Cli::parse().command {
+    let command = Cli::parse().command;
+    if !matches!(command, Command::Serve(_)) {
+        logs::init(logs::LogFormat::Text);
+    }
+    match command {
         Command::Serve(overrides) => {
             let config = posture::config::Config::load(*overrides)?;
-            let listener = tokio::net::TcpListener::bind(config.listen)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-            posture::server::serve(config, listener, shutdown_signal()).await
+            let traces = trace::provider()?;
+            logs::init(config.log_format);
+            if let Some(traces) = &traces {
+                trace::install(traces);
+            }
+            let served = serve(config).await;
+            // The batch exporter sends what it holds before the process ends.
+            if let Some(traces) = traces {
+                let flushed = tokio::task::spawn_blocking(move || traces.shutdown()).await;
+                if let Ok(Err(e)) = flushed {
+                    tracing::warn!(error = %e, "not every span could be exported at shutdown");
+                }
+            }
+            served
         }
         Command::HashSecret => {
             println!("{}", posture::auth::sha256_hex(&read_secret(std::io::stdin().lock())?));
@@ -56,6 +67,13 @@ async fn main() -> anyhow::Result<()> {
             }
         },
     }
+}
+
+async fn serve(config: posture::config::Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    posture::server::serve(config, listener, shutdown_signal()).await
 }
 
 /// The secret on `input`: its first line, without the line break.

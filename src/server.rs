@@ -26,6 +26,7 @@ use crate::proto::{
     inventory_service_server::InventoryServiceServer, targeting_service_server::TargetingServiceServer,
 };
 use crate::reload::{self, Reload};
+use crate::telemetry::{Telemetry, metrics};
 use crate::tls::{TlsFiles, TlsServer};
 
 pub const SERVICES: [&str; 5] = [
@@ -95,6 +96,8 @@ pub struct Serving {
     pub drain: Drain,
     /// How much of the change log to keep.
     pub retention: Retention,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl From<&Config> for Serving {
@@ -113,6 +116,7 @@ impl From<&Config> for Serving {
             },
             drain: c.drain,
             retention: c.retention,
+            metrics_listen: c.metrics_listen,
         }
     }
 }
@@ -155,7 +159,22 @@ pub async fn serve_engine(
     let addr = listener.local_addr()?;
     let credentials = engine.credentials_handle().clone();
     let reloading = tokio::spawn(reload::run(serving.reload, addr, credentials, tls.clone(), stop_signal.clone()));
-    let compacting = tokio::spawn(compact(engine.clone(), serving.retention, stop_signal));
+    let compacting = tokio::spawn(compact(engine.clone(), serving.retention, stop_signal.clone()));
+    let (metrics, scraping) = match serving.metrics_listen {
+        Some(at) => {
+            let listener = metrics::bind(at).await?;
+            let metrics = Arc::new(metrics::Metrics::new(engine.metrics()));
+            let local = listener.local_addr()?;
+            let scrape = metrics::serve(listener, metrics.clone(), engine.clone(), watcher.clone(), stop_signal);
+            tracing::info!(addr = %local, "metrics served at http://{local}/metrics");
+            (Some(metrics), Some(tokio::spawn(scrape)))
+        }
+        None => (None, None),
+    };
+    let mut bounds = Bounds::new(serving.limits);
+    if let Some(m) = &metrics {
+        bounds = bounds.counting_shed(m.shed_counter());
+    }
 
     let authentication = if engine.credentials().enabled() { "on" } else { "OFF" };
     let transport = match &tls {
@@ -173,6 +192,9 @@ pub async fn serve_engine(
         let _ = availability.await;
         let _ = reloading.await;
         let _ = compacting.await;
+        if let Some(scraping) = scraping {
+            let _ = scraping.await;
+        }
         for name in SERVICES.iter().chain(&[""]) {
             health.set_service_status(*name, ServingStatus::NotServing).await;
         }
@@ -187,7 +209,8 @@ pub async fn serve_engine(
         let _ = drained.send(());
     };
     let router = Server::builder()
-        .layer(Bounds::new(serving.limits))
+        .layer(Telemetry::new(metrics))
+        .layer(bounds)
         .layer(authorize)
         .add_service(health_service)
         .add_service(reflection_v1)

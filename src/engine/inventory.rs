@@ -56,7 +56,7 @@ impl Engine {
                     )));
                 }
                 if let Some(caller) = caller
-                    && caller.id != connector.partner_app_id
+                    && *caller.id != *connector.partner_app_id
                 {
                     return Err(Error::PermissionDenied(format!(
                         "credential {} is not the connector's partner app ({}): only it may report inventory",

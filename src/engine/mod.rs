@@ -15,6 +15,7 @@ use crate::domain::access::{self, AccessDecision, DeviceDecision};
 use crate::domain::{Change, State, Timestamp, Touched, grace};
 use crate::error::{Error, Result};
 use crate::store::{Commit, Store};
+use crate::telemetry::metrics::StoreMetrics;
 
 mod admin;
 mod inventory;
@@ -62,6 +63,8 @@ pub struct Engine {
     /// The same, for readers waiting for a revision to arrive.
     applied: tokio::sync::watch::Sender<u64>,
     cache: DecisionCache,
+    /// Commit latencies and cache evictions, for the metrics.
+    metrics: StoreMetrics,
     /// Serializes writes so that commit order is apply order.
     writes: tokio::sync::Mutex<()>,
     clock: Arc<dyn Clock>,
@@ -95,12 +98,14 @@ impl Engine {
         credentials: Arc<Credentials>,
     ) -> Result<Self> {
         let snapshot = store.load().await?;
+        let metrics = StoreMetrics::default();
         Ok(Engine {
             store,
             state: RwLock::new(snapshot.state),
             revision: AtomicU64::new(snapshot.revision),
             applied: tokio::sync::watch::Sender::new(snapshot.revision),
-            cache: DecisionCache::new(cache_capacity),
+            cache: DecisionCache::new(cache_capacity, metrics.cache_evictions.clone()),
+            metrics,
             writes: tokio::sync::Mutex::new(()),
             clock,
             credentials: CredentialsHandle::new(credentials),
@@ -141,6 +146,10 @@ impl Engine {
         &self.credentials
     }
 
+    pub fn metrics(&self) -> &StoreMetrics {
+        &self.metrics
+    }
+
     pub fn cached_decisions(&self) -> u64 {
         self.cache.entry_count()
     }
@@ -148,20 +157,26 @@ impl Engine {
     /// The hot path: memory and cache only. The decision is the device's, for its primary
     /// user; apply the caller with `access::for_user` or `access::other_user_reason`.
     pub fn check_access(&self, device_id: &str) -> (Arc<DeviceDecision>, u64) {
+        let (decision, revision, _) = self.decide(device_id);
+        (decision, revision)
+    }
+
+    /// As [`Engine::check_access`], and whether the cache answered.
+    pub fn decide(&self, device_id: &str) -> (Arc<DeviceDecision>, u64, bool) {
         // A write invalidates before it publishes its revision, so reading the revision
         // first makes a hit answer "as of that revision" truthfully, without the state lock.
         let revision = self.revision();
         if self.stale.load(Ordering::Relaxed) {
-            return (Arc::new(access::store_unavailable(device_id, self.unavailable_message())), revision);
+            return (Arc::new(access::store_unavailable(device_id, self.unavailable_message())), revision, false);
         }
         let now = self.now();
         if let Some(hit) = self.cache.get(device_id, now) {
-            return (hit, revision);
+            return (hit, revision, true);
         }
         // Held across the cache insert so that no write can slip between evaluation and insert.
         let state = self.state.read();
         let decision = self.cache.get_or_compute(device_id, now, || access::decide(&state, device_id, now));
-        (decision, self.revision())
+        (decision, self.revision(), false)
     }
 
     /// The same decision, evaluated afresh without the cache (for tests and comparisons).
@@ -270,7 +285,8 @@ impl Engine {
     }
 
     /// How long since the store's head was last confirmed.
-    fn unconfirmed_for(&self) -> Duration {
+    /// How long since this replica last confirmed it holds the store's latest revision.
+    pub fn unconfirmed_for(&self) -> Duration {
         let confirmed = Duration::from_nanos(self.confirmed.load(Ordering::Acquire));
         self.started.elapsed().saturating_sub(confirmed)
     }
@@ -394,7 +410,10 @@ impl Engine {
             if changes.is_empty() {
                 return Ok(expected);
             }
-            match self.store.commit(expected, &changes, now.0).await? {
+            let committing = Instant::now();
+            let committed = self.store.commit(expected, &changes, now.0).await;
+            self.metrics.commit_seconds.observe(committing.elapsed().as_secs_f64());
+            match committed? {
                 // Nothing was committed in between: our changes are the next revision.
                 Commit::Done(revision) => {
                     self.apply(revision, changes);

@@ -30,7 +30,8 @@ impl ComplianceService for Handlers {
         if self.engine.check_available().is_ok() {
             self.at_least(&req, r.min_revision).await?;
         }
-        let (decision, revision) = self.engine.check_access(&device_id);
+        let (decision, revision, cache_hit) = self.engine.decide(&device_id);
+        crate::telemetry::decided(&decision, &user_id, revision, cache_hit);
         Ok(Response::new(outgoing::check_access(&decision, &user_id, revision)))
     }
 
@@ -85,7 +86,7 @@ impl ComplianceService for Handlers {
         &self,
         req: Request<pb::WatchComplianceRequest>,
     ) -> Result<Response<Self::WatchComplianceStream>, Status> {
-        let credential = crate::auth::caller(&req).map_or_else(String::new, |c| c.id.clone());
+        let credential = crate::auth::caller(&req).map_or_else(String::new, |c| c.id.to_string());
         let r = req.into_inner();
         let device_ids = incoming::ids("device_ids", &r.device_ids, incoming::MAX_BATCH)?;
         let start = match (r.after_cursor, r.from_revision) {

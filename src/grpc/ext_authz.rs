@@ -36,10 +36,14 @@ impl Authorization for ExtAuthz {
         // denied, saying why. A replica past its maximum staleness denies in check_access.
         let answer = match incoming::ext_authz_identity(req.get_ref(), &self.config) {
             Ok((user_id, device_id)) => {
-                let (decision, revision) = self.engine.check_access(&device_id);
+                let (decision, revision, cache_hit) = self.engine.decide(&device_id);
+                crate::telemetry::decided(&decision, &user_id, revision, cache_hit);
                 outgoing::ext_authz(&decision, &user_id, revision)
             }
-            Err(reasons) => outgoing::ext_authz_refused(&reasons),
+            Err(reasons) => {
+                crate::telemetry::denied_for(&reasons);
+                outgoing::ext_authz_refused(&reasons)
+            }
         };
         Ok(Response::new(answer))
     }

@@ -1,7 +1,7 @@
 //! The built `posture serve`, as a child process on a free loopback port, with everything it
 //! writes to standard output and standard error kept for the test to read.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -54,18 +54,36 @@ impl Served {
         served
     }
 
+    /// `start` with these environment variables set (OTEL_*, say).
+    pub async fn start_with_env(args: &[&str], rust_log: &str, env: &[(&str, &str)]) -> Served {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let served = Self::spawn_with(addr, args, rust_log, None, env);
+        served.wait_serving().await;
+        served
+    }
+
     /// Starts it on `addr` without waiting for anything.
     pub fn spawn_at(addr: SocketAddr, args: &[&str], rust_log: &str, tls: Option<ClientTlsConfig>) -> Served {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_posture"))
-            .arg("serve")
-            .arg("--listen")
-            .arg(addr.to_string())
-            .args(args)
-            .env("RUST_LOG", rust_log)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        Self::spawn_with(addr, args, rust_log, tls, &[])
+    }
+
+    fn spawn_with(
+        addr: SocketAddr,
+        args: &[&str],
+        rust_log: &str,
+        tls: Option<ClientTlsConfig>,
+        env: &[(&str, &str)],
+    ) -> Served {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_posture"));
+        command.arg("serve").arg("--listen").arg(addr.to_string()).args(args).env("RUST_LOG", rust_log);
+        // Only what the test gives: not the settings of whoever runs the tests.
+        for (name, _) in std::env::vars() {
+            if name.starts_with("OTEL_") || name.starts_with("POSTURE_") || name == "NO_COLOR" {
+                command.env_remove(name);
+            }
+        }
+        let mut child =
+            command.envs(env.iter().copied()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
         keep(child.stdout.take().unwrap(), log.clone());
         keep(child.stderr.take().unwrap(), log.clone());
@@ -98,6 +116,14 @@ impl Served {
     /// Its process id, to read its /proc entries.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
+    }
+
+    /// The metrics listener's address, as it logged it (with `--metrics-listen`).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        let log = self.log();
+        let line = log.lines().find(|l| l.contains("metrics served at"))?;
+        let at = line.find("http://")? + "http://".len();
+        line[at..].split('/').next()?.parse().ok()
     }
 
     /// Everything it wrote so far.
@@ -143,4 +169,25 @@ impl Drop for Served {
             let _ = child.wait();
         }
     }
+}
+
+/// `GET /metrics` from the metrics listener at `addr`: the response's body.
+pub fn scrape(addr: SocketAddr) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: posture\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    body.to_string()
+}
+
+/// The value of the sample `series` (a name and its labels, as exposed) in `metrics`; 0 when
+/// it is not there (a counter not moved yet).
+pub fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
 }

@@ -3,4 +3,5 @@
 
 pub mod load;
 pub mod loadgen;
+pub mod sink;
 pub mod synthetic;

@@ -20,6 +20,17 @@ enum Command {
     /// Load a running server: CheckAccess (open loop), ingest, replica lag.
     #[command(subcommand)]
     Loadgen(Load),
+    /// An OTLP/gRPC trace sink that counts the spans it receives (a stand-in collector).
+    OtlpSink {
+        #[arg(long, default_value = "127.0.0.1:4317")]
+        listen: std::net::SocketAddr,
+        /// Stop after this long (or at SIGINT/SIGTERM)
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+        /// Print the count this often
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        every: std::time::Duration,
+    },
 }
 
 #[derive(clap::Args)]
@@ -114,5 +125,6 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Generate(args) => generate(*args).await,
         Command::Loadgen(load) => loadgen(load).await,
+        Command::OtlpSink { listen, duration, every } => posture_bench::sink::run(listen, duration, every).await,
     }
 }

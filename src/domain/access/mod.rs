@@ -194,13 +194,17 @@ pub struct AccessDecision {
 
 /// The extra reason a caller who is not the device's primary user is denied with.
 pub fn other_user_reason(decision: &DeviceDecision, user_id: &str) -> Option<Reason> {
-    let primary = decision.primary_user_id.as_deref()?;
-    (primary != user_id).then(|| {
+    registered_to_another(decision, user_id).then(|| {
         Reason::new(
             ReasonCode::DeviceRegisteredToAnotherUser,
             format!("device {} is registered to another user, not to {user_id}", decision.device_id),
         )
     })
+}
+
+/// Whether the device is registered to another user than `user_id` (who is then denied).
+pub fn registered_to_another(decision: &DeviceDecision, user_id: &str) -> bool {
+    decision.primary_user_id.as_deref().is_some_and(|primary| primary != user_id)
 }
 
 /// A device's decision as one user sees it: another user than the primary user is denied, for

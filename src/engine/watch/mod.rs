@@ -369,6 +369,11 @@ impl Watcher {
     }
 
     /// Takes a place for a new stream of `credential`, or says which limit is reached.
+    /// How many WatchCompliance streams are open.
+    pub fn open_streams(&self) -> usize {
+        self.open.lock().total
+    }
+
     fn open_stream(self: &Arc<Self>, credential: &str) -> Result<StreamSlot> {
         let limits = self.config.limits;
         let mut open = self.open.lock();

@@ -1,0 +1,408 @@
+//! Telemetry: one tower layer, [`Telemetry`], observes every call: its span (exported over
+//! OTLP when configured, see [`trace`]), its metrics (see [`metrics`]) and its log line (see
+//! [`logs`]). What only the inside knows — the credential, the decision, its reason codes,
+//! whether the cache answered, the revision — the handlers note in a per-call task-local
+//! ([`credential`], [`decided`]), which the layer reads when the call is answered.
+
+pub mod logs;
+pub mod metrics;
+pub mod trace;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::sync::{Arc, LazyLock};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::{Request, Response};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _};
+use opentelemetry_sdk::trace::{SdkTracer, Span};
+use tonic::Code;
+use tonic::body::Body;
+use tower::{Layer, Service};
+
+use crate::domain::access::{DeviceDecision, Reason, ReasonCode};
+use metrics::{MethodHandles, Metrics, code_name};
+use trace::TARGET;
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+/// A method posture serves, by its path.
+struct Method {
+    /// `posture.v1.ComplianceService/CheckAccess`: the metrics' `method` label, the span's name.
+    label: String,
+    service: String,
+    name: String,
+}
+
+/// Every method of every service the server registers, from their descriptors, and last one
+/// for any other path (so that a caller cannot make up label values).
+static METHODS: LazyLock<Vec<Method>> = LazyLock::new(|| {
+    use prost::Message;
+    let sets = [
+        crate::proto::FILE_DESCRIPTOR_SET,
+        crate::grpc::ext_authz::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ];
+    let mut methods = Vec::new();
+    for set in sets {
+        let Ok(set) = prost_types::FileDescriptorSet::decode(set) else { continue };
+        for file in &set.file {
+            for service in &file.service {
+                let name = format!("{}.{}", file.package(), service.name());
+                for method in &service.method {
+                    let label = format!("{name}/{}", method.name());
+                    if !methods.iter().any(|m: &Method| m.label == label) {
+                        methods.push(Method { label, service: name.clone(), name: method.name().to_string() });
+                    }
+                }
+            }
+        }
+    }
+    methods.push(Method { label: "unknown".into(), service: "unknown".into(), name: "unknown".into() });
+    methods
+});
+
+static BY_PATH: LazyLock<HashMap<String, usize, foldhash::fast::FixedState>> =
+    LazyLock::new(|| METHODS.iter().enumerate().map(|(i, m)| (format!("/{}", m.label), i)).collect());
+
+fn method_index(path: &str) -> usize {
+    BY_PATH.get(path).copied().unwrap_or(METHODS.len() - 1)
+}
+
+/// What a call's handler noted for the layer.
+#[derive(Default)]
+struct Note {
+    credential: Option<Arc<str>>,
+    decided: Option<Decided>,
+}
+
+struct Decided {
+    allow: bool,
+    /// The decision's reasons as the caller sees them.
+    reasons: Reasons,
+    /// `None` when the decision was made without the cache (a request naming no valid identity).
+    cache_hit: Option<bool>,
+    revision: Option<u64>,
+}
+
+enum Reasons {
+    /// The device's decision; `other_user` when the caller named another user than its primary
+    /// user (denied for that first, then for the device's own deny reasons).
+    Device {
+        decision: Arc<DeviceDecision>,
+        other_user: bool,
+    },
+    Listed(Vec<ReasonCode>),
+}
+
+impl Reasons {
+    fn codes(&self) -> Box<dyn Iterator<Item = ReasonCode> + '_> {
+        match self {
+            Reasons::Device { decision, other_user: false } => Box::new(decision.reasons.iter().map(|r| r.code)),
+            Reasons::Device { decision, other_user: true } => Box::new(
+                std::iter::once(ReasonCode::DeviceRegisteredToAnotherUser)
+                    .chain(decision.reasons.iter().map(|r| r.code).filter(|c| c.denies())),
+            ),
+            Reasons::Listed(codes) => Box::new(codes.iter().copied()),
+        }
+    }
+
+    fn joined(&self) -> String {
+        self.codes().map(ReasonCode::as_str).collect::<Vec<_>>().join(",")
+    }
+
+    /// The same for a span: a single code (the usual answer) is its static name, not a copy.
+    fn value(&self) -> opentelemetry::StringValue {
+        let mut codes = self.codes();
+        match (codes.next(), codes.next()) {
+            (Some(only), None) => only.as_str().into(),
+            (None, _) => "".into(),
+            _ => self.joined().into(),
+        }
+    }
+}
+
+tokio::task_local! {
+    static NOTE: RefCell<Note>;
+}
+
+fn note(f: impl FnOnce(&mut Note)) {
+    let _ = NOTE.try_with(|n| f(&mut n.borrow_mut()));
+}
+
+/// Runs `call` as `credential`'s: the call's span and log line name it.
+pub async fn as_credential<F: Future>(credential: Option<Arc<str>>, call: F) -> F::Output {
+    if credential.is_some() {
+        note(|n| n.credential = credential);
+    }
+    call.await
+}
+
+/// Notes the access decision a call answered with: `decision`, the device's, as `user_id` sees it.
+pub fn decided(decision: &Arc<DeviceDecision>, user_id: &str, revision: u64, cache_hit: bool) {
+    let other_user = crate::domain::access::registered_to_another(decision, user_id);
+    note(|n| {
+        n.decided = Some(Decided {
+            allow: decision.allow && !other_user,
+            reasons: Reasons::Device { decision: decision.clone(), other_user },
+            cache_hit: Some(cache_hit),
+            revision: Some(revision),
+        })
+    });
+}
+
+/// Notes a denial made without a decision: the request named no valid user or device.
+pub fn denied_for(reasons: &[Reason]) {
+    let codes = reasons.iter().map(|r| r.code).collect();
+    note(|n| {
+        n.decided = Some(Decided { allow: false, reasons: Reasons::Listed(codes), cache_hit: None, revision: None })
+    });
+}
+
+/// The outermost layer of the server stack: every call's span, metrics and log line.
+#[derive(Clone)]
+pub struct Telemetry {
+    metrics: Option<Arc<Metrics>>,
+    handles: Arc<[MethodHandles]>,
+    /// Set when spans are exported ([`trace::install`]).
+    tracer: Option<SdkTracer>,
+}
+
+impl Telemetry {
+    /// Counts into `metrics` when given (`--metrics-listen`); spans when the process exports
+    /// them; log lines either way.
+    pub fn new(metrics: Option<Arc<Metrics>>) -> Self {
+        let handles = METHODS.iter().map(|_| MethodHandles::default()).collect();
+        Telemetry { metrics, handles, tracer: trace::tracer() }
+    }
+}
+
+impl<S> Layer<S> for Telemetry {
+    type Service = Observed<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Observed { inner, layer: self.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct Observed<S> {
+    inner: S,
+    layer: Telemetry,
+}
+
+impl<S> Service<Request<Body>> for Observed<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Response<Body>, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let started = Instant::now();
+        let index = method_index(req.uri().path());
+        let method = &METHODS[index];
+        // Straight on the SDK's tracer, not through a tracing subscriber: a call's span costs
+        // one span, sampled at its start (an unsampled one records nothing), and none at all
+        // without an exporter. The method's names are static: no string is copied.
+        let span = self.layer.tracer.as_ref().map(|tracer| {
+            tracer
+                .span_builder(method.label.as_str())
+                .with_kind(SpanKind::Server)
+                .with_attributes([
+                    KeyValue::new("rpc.system", "grpc"),
+                    KeyValue::new("rpc.service", method.service.as_str()),
+                    KeyValue::new("rpc.method", method.name.as_str()),
+                ])
+                .start_with_context(tracer, &trace::parent(req.headers()))
+        });
+        let traceparent = req.headers().get("traceparent").cloned();
+        let call = NOTE.scope(RefCell::new(Note::default()), self.inner.call(req));
+        let observation = Observation { layer: self.layer.clone(), index, method, started, span, traceparent };
+        Box::pin(async move {
+            // Declared before the call, so dropped after it: a call dropped unanswered (the
+            // client went away) is still counted, as CANCELLED.
+            let mut guard = Unanswered(Some(observation));
+            let mut call = pin!(call);
+            let answer = call.as_mut().await;
+            let note = call.as_mut().take_value().map(RefCell::into_inner).unwrap_or_default();
+            let code = match &answer {
+                Ok(response) => status_of(response.headers()),
+                Err(_) => Code::Internal,
+            };
+            if let Some(observation) = guard.0.take() {
+                observation.finish(code, &note);
+            }
+            answer
+        })
+    }
+}
+
+/// What the layer knows of a call from its start.
+struct Observation {
+    layer: Telemetry,
+    index: usize,
+    method: &'static Method,
+    started: Instant,
+    span: Option<Span>,
+    traceparent: Option<http::HeaderValue>,
+}
+
+impl Observation {
+    fn finish(mut self, code: Code, note: &Note) {
+        let took = self.started.elapsed();
+        if let Some(m) = &self.layer.metrics {
+            let handles = &self.layer.handles[self.index];
+            m.call(&self.method.label, handles, code, took);
+            if let Some(d) = &note.decided {
+                m.decision(&self.method.label, handles, d.allow, d.reasons.codes(), d.cache_hit);
+            }
+        }
+        log(self.method, code, took, note, self.span.as_ref(), self.traceparent.as_ref());
+        if let Some(mut span) = self.span.take() {
+            if span.is_recording() {
+                record(&mut span, code, note);
+            }
+            span.end();
+        }
+    }
+}
+
+struct Unanswered(Option<Observation>);
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(observation) = self.0.take() {
+            observation.finish(Code::Cancelled, &Note::default());
+        }
+    }
+}
+
+/// A response's status: in its headers when it is an error (trailers-only), else OK (a stream
+/// that fails later reports its status in trailers, after this).
+fn status_of(headers: &http::HeaderMap) -> Code {
+    match headers.get("grpc-status") {
+        None => Code::Ok,
+        Some(v) => Code::from_bytes(v.as_bytes()),
+    }
+}
+
+/// Server errors as OpenTelemetry's gRPC conventions count them (a refusal is not one).
+fn server_error(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Unimplemented
+            | Code::Internal
+            | Code::Unavailable
+            | Code::DataLoss
+    )
+}
+
+fn record(span: &mut Span, code: Code, note: &Note) {
+    if server_error(code) {
+        span.set_status(Status::error(code_name(code)));
+    }
+    let status = Some(KeyValue::new("rpc.grpc.status_code", code as i64));
+    let credential = note.credential.as_ref().map(|c| KeyValue::new("posture.credential", c.clone()));
+    let d = note.decided.as_ref();
+    let decision = d.map(|d| KeyValue::new("posture.decision", if d.allow { "allow" } else { "deny" }));
+    let reasons = d.map(|d| KeyValue::new("posture.reason_codes", d.reasons.value()));
+    let cache = d.and_then(|d| d.cache_hit).map(|hit| KeyValue::new("posture.cache", if hit { "hit" } else { "miss" }));
+    let revision =
+        d.and_then(|d| d.revision).map(|r| KeyValue::new("posture.revision", i64::try_from(r).unwrap_or(i64::MAX)));
+    // At once, so that the span's attributes grow once.
+    span.set_attributes([status, credential, decision, reasons, cache, revision].into_iter().flatten());
+}
+
+/// One line per call at debug; at info for a denial or an error.
+fn log(
+    method: &Method,
+    code: Code,
+    took: std::time::Duration,
+    note: &Note,
+    span: Option<&Span>,
+    traceparent: Option<&http::HeaderValue>,
+) {
+    let denied = note.decided.as_ref().is_some_and(|d| !d.allow);
+    let notable = denied || code != Code::Ok;
+    let enabled = if notable {
+        tracing::enabled!(target: TARGET, tracing::Level::INFO)
+    } else {
+        tracing::enabled!(target: TARGET, tracing::Level::DEBUG)
+    };
+    if !enabled {
+        return;
+    }
+    let trace_id = trace_id(span, traceparent);
+    let d = note.decided.as_ref();
+    let reasons = d.map(|d| d.reasons.joined());
+    macro_rules! line {
+        ($level:ident, $message:expr) => {
+            tracing::$level!(
+                target: TARGET,
+                rpc = method.label.as_str(),
+                code = code_name(code),
+                micros = took.as_micros() as u64,
+                credential = note.credential.as_deref(),
+                decision = d.map(|d| if d.allow { "allow" } else { "deny" }),
+                reason_codes = reasons.as_deref(),
+                cache = d.and_then(|d| d.cache_hit).map(|hit| if hit { "hit" } else { "miss" }),
+                revision = d.and_then(|d| d.revision),
+                trace_id = trace_id.as_deref(),
+                "{}",
+                $message
+            )
+        };
+    }
+    match (denied, code != Code::Ok) {
+        (_, true) => line!(info, "call failed"),
+        (true, false) => line!(info, "access denied"),
+        (false, false) => line!(debug, "call answered"),
+    }
+}
+
+/// The call's trace id: its span's when spans are exported (continued or new), else the
+/// caller's `traceparent`'s.
+fn trace_id(span: Option<&Span>, traceparent: Option<&http::HeaderValue>) -> Option<String> {
+    if let Some(span) = span {
+        let id = span.span_context().trace_id();
+        if id != opentelemetry::trace::TraceId::INVALID {
+            return Some(id.to_string());
+        }
+    }
+    traceparent.and_then(|v| v.to_str().ok()).and_then(trace::trace_id_of).map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_served_method_has_its_own_label() {
+        for path in [
+            "/posture.v1.ComplianceService/CheckAccess",
+            "/posture.v1.AdminService/SyncDirectory",
+            "/envoy.service.auth.v3.Authorization/Check",
+            "/grpc.health.v1.Health/Check",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        ] {
+            assert_eq!(format!("/{}", METHODS[method_index(path)].label), path);
+        }
+        assert_eq!(METHODS[method_index("/posture.v1.ComplianceService/Made/Up")].label, "unknown");
+    }
+}
