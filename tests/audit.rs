@@ -75,6 +75,14 @@ async fn session(rust_log: &str) -> (String, usize) {
     let mut updated = baseline_policy(0);
     updated.grace_period_hours = 48;
     admin(ADMIN).update_policy(pb::UpdatePolicyRequest { policy: Some(updated) }).await.unwrap();
+    // A preview changes nothing, so it is no admin change (the list of changes below is exact).
+    let mut draft = baseline_policy(0);
+    draft.settings.as_mut().unwrap().os_minimum_version = "15.0".into();
+    let draft = pb::PreviewPolicyRequest {
+        draft: Some(pb::preview_policy_request::Draft::Policy(draft)),
+        ..Default::default()
+    };
+    admin(ADMIN).preview_policy(draft).await.unwrap();
     let devices = vec![mac("mac-ada", "ada", "C02ADA0001")];
     inventory(PARTNER).report_inventory(pb::ReportInventoryRequest { devices }).await.unwrap();
     let check = pb::CheckAccessRequest { user_id: "ada".into(), device_id: "mac-ada".into(), ..Default::default() };

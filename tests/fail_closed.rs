@@ -21,7 +21,7 @@ use posture::domain::model::{
 };
 use posture::domain::{Change, Timestamp};
 use posture::engine::watch::Start;
-use posture::engine::{Engine, GroupTargets, WatchConfig, Watcher};
+use posture::engine::{Draft, Engine, GroupTargets, WatchConfig, Watcher};
 use posture::error::Error;
 use posture::store::memory::MemoryStore;
 use posture::store::{Commit, Snapshot, Store};
@@ -686,6 +686,175 @@ proptest! {
                     }
                 }
             }
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// PreviewPolicy: what a draft's preview says is what saving it does
+
+/// A draft of one admin write. Policies, groups and ids may be ones the organisation lacks: the
+/// preview must then refuse it exactly as the write does.
+#[derive(Debug, Clone)]
+enum DraftSpec {
+    /// Policy `i` as `spec` (an update when the organisation has it, else a create).
+    Policy {
+        policy: usize,
+        spec: PolicySpec,
+    },
+    /// Policy `i`'s assignment: include and exclude masks over the two policy groups and the
+    /// first connector group (an empty pair removes it).
+    Assign {
+        policy: usize,
+        include: u8,
+        exclude: u8,
+    },
+    Delete {
+        policy: usize,
+    },
+    Settings {
+        noncompliant_without_policy: bool,
+        validity_days: u32,
+    },
+}
+
+fn draft_spec() -> impl Strategy<Value = DraftSpec> {
+    prop_oneof![
+        3 => (0..4usize, policy_spec()).prop_map(|(policy, spec)| DraftSpec::Policy { policy, spec }),
+        2 => (0..4usize, 0..8u8, 0..8u8).prop_map(|(policy, include, exclude)| DraftSpec::Assign { policy, include, exclude }),
+        1 => (0..4usize).prop_map(|policy| DraftSpec::Delete { policy }),
+        1 => (any::<bool>(), prop_oneof![Just(1u32), Just(2), Just(30), Just(120)])
+            .prop_map(|(n, validity_days)| DraftSpec::Settings { noncompliant_without_policy: n, validity_days }),
+    ]
+}
+
+fn draft_groups(mask: u8) -> Vec<String> {
+    let mut ids = mask_ids(mask & 0b11, policy_group);
+    if mask & 0b100 != 0 {
+        ids.push(connector_group(0));
+    }
+    ids
+}
+
+fn draft_of(d: &DraftSpec) -> Draft {
+    match d {
+        DraftSpec::Policy { policy, spec } => Draft::Policy(policy_of(*policy, spec)),
+        DraftSpec::Assign { policy, include, exclude } => Draft::Assignment {
+            policy_id: policy_id(*policy),
+            targets: targets(draft_groups(*include), draft_groups(*exclude & !*include)),
+        },
+        DraftSpec::Delete { policy } => Draft::DeletePolicy(policy_id(*policy)),
+        DraftSpec::Settings { noncompliant_without_policy, validity_days } => Draft::Settings(TenantSettings {
+            no_policy: if *noncompliant_without_policy {
+                NoPolicyTreatment::Noncompliant
+            } else {
+                NoPolicyTreatment::Compliant
+            },
+            validity_days: *validity_days,
+        }),
+    }
+}
+
+/// Saves a draft through its own write.
+async fn save(engine: &Engine, draft: &Draft) -> Result<u64, Error> {
+    match draft.clone() {
+        Draft::Policy(p) => {
+            if engine.read(|s, _| s.policy(&p.id).is_some()).0 {
+                engine.update_policy(p).await
+            } else {
+                engine.create_policy(p).await
+            }
+        }
+        Draft::Assignment { policy_id, targets } => engine.assign_policy(&policy_id, targets).await,
+        Draft::DeletePolicy(id) => engine.delete_policy(&id).await,
+        Draft::Settings(s) => engine.update_settings(s).await,
+    }
+}
+
+/// A Mac whose decision changes, as the preview lists it or as saving shows it.
+type Moved = (access::DeviceDecision, access::DeviceDecision);
+
+/// How a decision changes: locked out, let in, into grace, or neither (the test's own reading
+/// of the RPC's definition).
+fn kind_of(before: &access::DeviceDecision, after: &access::DeviceDecision) -> usize {
+    match (before.allow, after.allow) {
+        (true, false) => 0,
+        (false, true) => 1,
+        _ if after.state == ComplianceState::InGracePeriod && before.state != ComplianceState::InGracePeriod => 2,
+        _ => 3,
+    }
+}
+
+fn every_decision(engine: &Engine) -> Vec<access::DeviceDecision> {
+    engine.read(|s, now| (0..DEVICES).map(|i| access::decide(s, &device_id(i), now)).collect()).0
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Over random organisations and random drafts, PreviewPolicy's answer is what saving the
+    /// draft then does (the same counts, the same Macs with the same decisions before and
+    /// after, the same reasons counted), or the same refusal; and the preview writes nothing.
+    #[test]
+    fn a_preview_says_what_saving_the_draft_does_and_writes_nothing(spec in org_spec(), draft in draft_spec()) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let store = Arc::new(MemoryStore::default());
+            let (engine, _clock) = build(&spec, store.clone()).await;
+            let draft = draft_of(&draft);
+            let log = store.changes_since(0, 100_000).await.unwrap();
+            let revision = engine.revision();
+            let before = every_decision(&engine);
+
+            let previewed = engine.preview(&draft, 1_000, |p| {
+                let list = |l: &[posture::domain::preview::Previewed<'_>]| -> Vec<Moved> {
+                    l.iter().map(|m| (m.before.clone(), m.after.clone())).collect()
+                };
+                (
+                    [p.allow_to_deny, p.deny_to_allow, p.into_grace, p.unchanged],
+                    [list(&p.locked_out), list(&p.let_in), list(&p.entering_grace)],
+                    p.by_reason.clone(),
+                )
+            });
+
+            // Nothing written: the same revision, the same log, the same decisions.
+            assert_eq!(engine.revision(), revision);
+            assert_eq!(store.changes_since(0, 100_000).await.unwrap(), log, "the preview wrote to the store");
+            assert_eq!(every_decision(&engine), before, "the preview changed the state");
+
+            let saved = save(&engine, &draft).await;
+            let (previewed, preview_revision) = match (previewed, saved) {
+                (Ok(p), Ok(_)) => p,
+                (Err(p), Err(s)) => {
+                    assert_eq!(p.to_string(), s.to_string(), "refused as the write is");
+                    assert_eq!(engine.revision(), revision);
+                    return;
+                }
+                (p, s) => panic!("the preview answered {p:?} and the write {s:?}: {draft:?}"),
+            };
+            assert_eq!(preview_revision, revision);
+            let after = every_decision(&engine);
+            let mut counts = [0u64; 4];
+            let mut lists: [Vec<Moved>; 3] = Default::default();
+            let mut by_reason: BTreeMap<ReasonCode, (u64, std::collections::BTreeSet<String>)> = BTreeMap::new();
+            for (b, a) in before.iter().zip(&after) {
+                let kind = kind_of(b, a);
+                counts[kind] += 1;
+                if kind < 3 {
+                    lists[kind].push((b.clone(), a.clone()));
+                    let codes: std::collections::BTreeSet<ReasonCode> = a.reasons.iter().map(|r| r.code).collect();
+                    for code in codes {
+                        let (devices, users) = by_reason.entry(code).or_default();
+                        *devices += 1;
+                        users.insert(a.primary_user_id.clone().unwrap());
+                    }
+                }
+            }
+            let by_reason: BTreeMap<ReasonCode, (u64, u64)> =
+                by_reason.into_iter().map(|(c, (d, u))| (c, (d, u.len() as u64))).collect();
+            assert_eq!(previewed.0, counts, "counts: {draft:?}");
+            assert_eq!(previewed.1, lists, "Macs: {draft:?}");
+            assert_eq!(previewed.2, by_reason, "reasons: {draft:?}");
         });
     }
 }

@@ -69,7 +69,7 @@ async fn reflection_v1_lists_every_service_and_describes_them() {
     assert_eq!(admin.name(), "posture/v1/admin.proto");
     let service = admin.service.iter().find(|s| s.name() == "AdminService").unwrap();
     let methods: Vec<&str> = service.method.iter().map(|m| m.name()).collect();
-    for rpc in ["CreatePolicy", "AssignPolicy", "EnableConnector", "SyncDirectory", "DeleteDevice"] {
+    for rpc in ["CreatePolicy", "AssignPolicy", "EnableConnector", "SyncDirectory", "DeleteDevice", "PreviewPolicy"] {
         assert!(methods.contains(&rpc), "{rpc} in {methods:?}");
     }
     let compliance = file(MessageRequest::FileContainingSymbol("posture.v1.ComplianceService".into())).await;
@@ -84,7 +84,12 @@ async fn reflection_v1_lists_every_service_and_describes_them() {
     }
     assert_eq!(
         seen.iter().map(String::as_str).collect::<Vec<_>>(),
-        ["google/protobuf/timestamp.proto", "posture/v1/inventory.proto", "posture/v1/types.proto"]
+        [
+            "google/protobuf/timestamp.proto",
+            "posture/v1/compliance.proto",
+            "posture/v1/inventory.proto",
+            "posture/v1/types.proto"
+        ]
     );
     server.stop().await;
 }

@@ -47,56 +47,19 @@ pub fn check_user_groups(state: &State, field: &str, targets: &GroupTargets) -> 
 
 impl Engine {
     pub async fn create_policy(&self, policy: Policy) -> Result<u64> {
-        self.write_admin(|state, now| {
-            if state.policy(&policy.id).is_some() {
-                return Err(Error::AlreadyExists(format!("policy {} already exists; use UpdatePolicy", policy.id)));
-            }
-            Ok(vec![Change::PutPolicy(Policy { updated_at: now, ..policy.clone() })])
-        })
-        .await
+        self.write_admin(|state, now| create_policy_changes(state, now, &policy)).await
     }
 
     pub async fn update_policy(&self, policy: Policy) -> Result<u64> {
-        self.write_admin(|state, now| {
-            let Some(old) = state.policy(&policy.id) else {
-                return Err(Error::NotFound(format!("no policy {}; use CreatePolicy", policy.id)));
-            };
-            if *old == (Policy { updated_at: old.updated_at, ..policy.clone() }) {
-                return Ok(vec![]);
-            }
-            Ok(vec![Change::PutPolicy(Policy { updated_at: now, ..policy.clone() })])
-        })
-        .await
+        self.write_admin(|state, now| update_policy_changes(state, now, &policy)).await
     }
 
     pub async fn delete_policy(&self, id: &str) -> Result<u64> {
-        self.write_admin(|state, _| {
-            if state.policy(id).is_none() {
-                return Err(Error::NotFound(format!("no policy {id}")));
-            }
-            Ok(vec![Change::DeletePolicy(id.to_string())])
-        })
-        .await
+        self.write_admin(|state, _| delete_policy_changes(state, id)).await
     }
 
     pub async fn assign_policy(&self, policy_id: &str, targets: GroupTargets) -> Result<u64> {
-        self.write_admin(|state, _| {
-            if state.policy(policy_id).is_none() {
-                return Err(Error::NotFound(format!("no policy {policy_id}")));
-            }
-            check_user_groups(state, "assignment.", &targets)?;
-            let a = Assignment {
-                policy_id: policy_id.to_string(),
-                include_group_ids: targets.include.clone(),
-                exclude_group_ids: targets.exclude.clone(),
-            };
-            let unchanged = match state.assignment(policy_id) {
-                Some(old) => *old == a,
-                None => a.include_group_ids.is_empty() && a.exclude_group_ids.is_empty(),
-            };
-            Ok(if unchanged { vec![] } else { vec![Change::PutAssignment(a)] })
-        })
-        .await
+        self.write_admin(|state, _| assign_policy_changes(state, policy_id, &targets)).await
     }
 
     pub async fn enable_connector(
@@ -216,10 +179,7 @@ impl Engine {
     }
 
     pub async fn update_settings(&self, settings: TenantSettings) -> Result<u64> {
-        self.write_admin(|state, _| {
-            Ok(if *state.settings() == settings { vec![] } else { vec![Change::PutSettings(settings)] })
-        })
-        .await
+        self.write_admin(|state, _| Ok(settings_changes(state, &settings))).await
     }
 
     /// Deletes a device record (the remedy for a duplicate registration). Its failures stay on
@@ -269,6 +229,81 @@ impl Engine {
             tracing::info!(removed, "removing the terminated connector's Macs");
         }
     }
+}
+
+/// A draft of one administrative write, for PreviewPolicy: what it would change is what the
+/// write itself would change (the same validation, the same changes).
+#[derive(Debug, Clone)]
+pub enum Draft {
+    /// A new policy (CreatePolicy) or, when its id is stored, a changed one (UpdatePolicy).
+    Policy(Policy),
+    /// A policy's new assignment (AssignPolicy).
+    Assignment { policy_id: String, targets: GroupTargets },
+    /// A policy's deletion (DeletePolicy).
+    DeletePolicy(String),
+    /// New tenant settings (UpdateSettings).
+    Settings(TenantSettings),
+}
+
+impl Draft {
+    /// The changes its write would make to `state` at `now`, validated as that write
+    /// validates them (grace bookkeeping not included: the write derives it from these).
+    pub fn changes(&self, state: &State, now: Timestamp) -> Result<Vec<Change>> {
+        match self {
+            Draft::Policy(p) if state.policy(&p.id).is_some() => update_policy_changes(state, now, p),
+            Draft::Policy(p) => create_policy_changes(state, now, p),
+            Draft::Assignment { policy_id, targets } => assign_policy_changes(state, policy_id, targets),
+            Draft::DeletePolicy(id) => delete_policy_changes(state, id),
+            Draft::Settings(s) => Ok(settings_changes(state, s)),
+        }
+    }
+}
+
+// ---- each write's validation and changes, shared by the write and its preview ----
+
+fn create_policy_changes(state: &State, now: Timestamp, policy: &Policy) -> Result<Vec<Change>> {
+    if state.policy(&policy.id).is_some() {
+        return Err(Error::AlreadyExists(format!("policy {} already exists; use UpdatePolicy", policy.id)));
+    }
+    Ok(vec![Change::PutPolicy(Policy { updated_at: now, ..policy.clone() })])
+}
+
+fn update_policy_changes(state: &State, now: Timestamp, policy: &Policy) -> Result<Vec<Change>> {
+    let Some(old) = state.policy(&policy.id) else {
+        return Err(Error::NotFound(format!("no policy {}; use CreatePolicy", policy.id)));
+    };
+    if *old == (Policy { updated_at: old.updated_at, ..policy.clone() }) {
+        return Ok(vec![]);
+    }
+    Ok(vec![Change::PutPolicy(Policy { updated_at: now, ..policy.clone() })])
+}
+
+fn delete_policy_changes(state: &State, id: &str) -> Result<Vec<Change>> {
+    if state.policy(id).is_none() {
+        return Err(Error::NotFound(format!("no policy {id}")));
+    }
+    Ok(vec![Change::DeletePolicy(id.to_string())])
+}
+
+fn assign_policy_changes(state: &State, policy_id: &str, targets: &GroupTargets) -> Result<Vec<Change>> {
+    if state.policy(policy_id).is_none() {
+        return Err(Error::NotFound(format!("no policy {policy_id}")));
+    }
+    check_user_groups(state, "assignment.", targets)?;
+    let a = Assignment {
+        policy_id: policy_id.to_string(),
+        include_group_ids: targets.include.clone(),
+        exclude_group_ids: targets.exclude.clone(),
+    };
+    let unchanged = match state.assignment(policy_id) {
+        Some(old) => *old == a,
+        None => a.include_group_ids.is_empty() && a.exclude_group_ids.is_empty(),
+    };
+    Ok(if unchanged { vec![] } else { vec![Change::PutAssignment(a)] })
+}
+
+fn settings_changes(state: &State, settings: &TenantSettings) -> Vec<Change> {
+    if *state.settings() == *settings { vec![] } else { vec![Change::PutSettings(*settings)] }
 }
 
 fn kind_name(kind: GroupKind) -> &'static str {

@@ -12,6 +12,7 @@ use crate::auth::{Credentials, CredentialsHandle};
 use crate::cache::DecisionCache;
 use crate::clock::Clock;
 use crate::domain::access::{self, AccessDecision, DeviceDecision};
+use crate::domain::preview::{self, PolicyPreview};
 use crate::domain::{Change, State, Timestamp, Touched, grace};
 use crate::error::{Error, Result};
 use crate::store::{Commit, Store};
@@ -21,7 +22,7 @@ mod admin;
 mod inventory;
 pub mod watch;
 
-pub use admin::{GroupTargets, check_user_groups};
+pub use admin::{Draft, GroupTargets, check_user_groups};
 pub use inventory::{ItemOutcome, ReportOutcome};
 pub use watch::{WatchConfig, WatchLimits, Watcher};
 
@@ -401,9 +402,7 @@ impl Engine {
             let expected = self.revision();
             let (changes, described) = {
                 let state = self.state.read();
-                let mut changes = build(&state, now)?;
-                let bookkeeping = grace::derive(&state, &changes, now);
-                changes.extend(bookkeeping);
+                let changes = with_bookkeeping(&state, now, build(&state, now)?);
                 let described = audited.then(|| audit::describe(&state, &changes));
                 (changes, described)
             };
@@ -431,6 +430,27 @@ impl Engine {
             "other replicas kept committing while this write was being validated ({WRITE_ATTEMPTS} attempts): \
              nothing was written; retry it"
         )))
+    }
+
+    /// PreviewPolicy: every Mac decided as it is and as it would be once `draft` is saved, at
+    /// this replica's revision, writing nothing. The draft is validated and turned into changes
+    /// as its write would do it, grace bookkeeping included; `render` gets the answer.
+    /// `examples`: how many Macs of each kind to list.
+    pub fn preview<T>(
+        &self,
+        draft: &Draft,
+        examples: usize,
+        render: impl FnOnce(&PolicyPreview<'_>) -> T,
+    ) -> Result<(T, u64)> {
+        let now = self.now();
+        // Only the copy is made under the lock; deciding every Mac twice is done outside it.
+        let (mut copy, changes, revision) = {
+            let state = self.state.read();
+            let changes = with_bookkeeping(&state, now, draft.changes(&state, now)?);
+            (state.clone(), changes, self.revision())
+        };
+        let preview = preview::preview(&mut copy, changes, now, examples);
+        Ok((render(&preview), revision))
     }
 
     /// Applies committed changes and drops the cached decisions they touch, atomically for readers.
@@ -478,4 +498,11 @@ impl Engine {
             self.applied_missed.store(true, Ordering::Release);
         }
     }
+}
+
+/// A write's changes, and the grace bookkeeping they imply (see `domain::grace`).
+fn with_bookkeeping(state: &State, now: Timestamp, mut changes: Vec<Change>) -> Vec<Change> {
+    let bookkeeping = grace::derive(state, &changes, now);
+    changes.extend(bookkeeping);
+    changes
 }

@@ -5,6 +5,7 @@ use tonic::{Request, Response, Status};
 use super::incoming::{self, id};
 use super::{Handlers, outgoing};
 use crate::domain::connector;
+use crate::engine::Draft;
 use crate::error::Error;
 use crate::proto::{self as pb, admin_service_server::AdminService};
 
@@ -153,5 +154,20 @@ impl AdminService for Handlers {
         let device_id = id("device_id", &req.get_ref().device_id)?;
         let revision = self.engine.delete_device(&device_id).await?;
         Ok(Response::new(pb::WriteResponse { revision }))
+    }
+
+    async fn preview_policy(
+        &self,
+        req: Request<pb::PreviewPolicyRequest>,
+    ) -> Result<Response<pb::PreviewPolicyResponse>, Status> {
+        let (draft, max_devices) = incoming::preview(req.get_ref())?;
+        self.readable(&req, req.get_ref().min_revision).await?;
+        // The assignment's groups are checked against the directory by the engine, as
+        // AssignPolicy's are: the field is within the draft's.
+        let within = |e: Error| if matches!(draft, Draft::Assignment { .. }) { e.within("assign_policy") } else { e };
+        let (mut resp, revision) =
+            self.engine.preview(&draft, max_devices, outgoing::preview_policy).map_err(within)?;
+        resp.revision = revision;
+        Ok(Response::new(resp))
     }
 }

@@ -9,7 +9,7 @@ use crate::config::ExtAuthzConfig;
 use crate::domain::access::{Reason, ReasonCode};
 use crate::domain::model::{self as m, Timestamp};
 use crate::domain::version::{BadBuild, BadVersion, OsBuild, OsVersion};
-use crate::engine::GroupTargets;
+use crate::engine::{Draft, GroupTargets};
 use crate::error::{Error, Result};
 use crate::proto as pb;
 
@@ -519,6 +519,41 @@ impl TryFrom<&pb::Settings> for m::TenantSettings {
 
 pub fn settings(s: Option<&pb::Settings>) -> Result<m::TenantSettings> {
     m::TenantSettings::try_from(required("settings", s)?).map_err(|e| e.within("settings"))
+}
+
+// ---- PreviewPolicy ----
+
+/// Macs listed per kind in a PreviewPolicy answer, by default and at most.
+pub const DEFAULT_PREVIEW_DEVICES: usize = 20;
+pub const MAX_PREVIEW_DEVICES: usize = 1000;
+
+/// A PreviewPolicy: the draft, each kind validated as its own write's request is, and how many
+/// Macs of each kind to list.
+pub fn preview(r: &pb::PreviewPolicyRequest) -> Result<(Draft, usize)> {
+    use pb::preview_policy_request::Draft as D;
+    let draft = match &r.draft {
+        None => {
+            return Err(Error::invalid(
+                "draft",
+                "is required: set one of policy, assign_policy, delete_policy_id or settings",
+            ));
+        }
+        Some(D::Policy(p)) => Draft::Policy(policy(Some(p))?),
+        Some(D::AssignPolicy(a)) => {
+            let (policy_id, targets) = assignment(a).map_err(|e| e.within("assign_policy"))?;
+            Draft::Assignment { policy_id, targets }
+        }
+        Some(D::DeletePolicyId(p)) => Draft::DeletePolicy(id("delete_policy_id", p)?),
+        Some(D::Settings(s)) => Draft::Settings(settings(Some(s))?),
+    };
+    let max = match r.max_devices as usize {
+        0 => DEFAULT_PREVIEW_DEVICES,
+        n if n > MAX_PREVIEW_DEVICES => {
+            return Err(Error::invalid("max_devices", format!("is {n}; at most {MAX_PREVIEW_DEVICES} are listed")));
+        }
+        n => n,
+    };
+    Ok((draft, max))
 }
 
 // ---- Envoy ext_authz ----

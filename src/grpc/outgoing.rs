@@ -8,6 +8,7 @@ use crate::domain::compliance::{ComplianceState, PolicyResult, SettingResult};
 use crate::domain::connector::ConnectorStatus;
 use crate::domain::diagnosis::Finding;
 use crate::domain::model::{self as m, Timestamp};
+use crate::domain::preview::{PolicyPreview, Previewed};
 use crate::domain::summary::Summary;
 use crate::domain::targeting::{Enrollment, EnrollmentTarget, Preview};
 use crate::engine::watch::{Cause, WatchEvent};
@@ -98,6 +99,50 @@ pub fn evaluation(e: &Explanation<'_>) -> pb::EvaluateDeviceResponse {
         policies: e.evaluation.policies.iter().map(pb::PolicyResult::from).collect(),
         grace_period_ends: e.evaluation.grace_period_ends.map(timestamp),
         reasons: e.reasons.iter().map(pb::Reason::from).collect(),
+        revision: 0,
+    }
+}
+
+fn previewed_decision(d: &DeviceDecision) -> pb::PreviewedDecision {
+    pb::PreviewedDecision {
+        decision: decision(d.allow),
+        state: state(d.state),
+        reasons: d.reasons.iter().map(pb::Reason::from).collect(),
+    }
+}
+
+impl From<&Previewed<'_>> for pb::PreviewedDevice {
+    fn from(p: &Previewed<'_>) -> Self {
+        pb::PreviewedDevice {
+            device_id: p.after.device_id.clone(),
+            user_id: opt_str(&p.after.primary_user_id),
+            before: Some(previewed_decision(&p.before)),
+            after: Some(previewed_decision(&p.after)),
+            policies: p.policies.iter().map(pb::PolicyResult::from).collect(),
+        }
+    }
+}
+
+/// PreviewPolicy's answer (the caller sets the revision).
+pub fn preview_policy(p: &PolicyPreview<'_>) -> pb::PreviewPolicyResponse {
+    let list = |l: &[Previewed<'_>]| l.iter().map(pb::PreviewedDevice::from).collect();
+    pb::PreviewPolicyResponse {
+        allow_to_deny: p.allow_to_deny,
+        deny_to_allow: p.deny_to_allow,
+        into_grace: p.into_grace,
+        unchanged: p.unchanged,
+        by_reason: p
+            .by_reason
+            .iter()
+            .map(|(code, (devices, users))| pb::ReasonCount {
+                code: code.as_str().to_string(),
+                devices: *devices,
+                users: *users,
+            })
+            .collect(),
+        locked_out: list(&p.locked_out),
+        let_in: list(&p.let_in),
+        entering_grace: list(&p.entering_grace),
         revision: 0,
     }
 }

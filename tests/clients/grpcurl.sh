@@ -159,6 +159,13 @@ fi
 
 A=posture.v1.AdminService
 rpc $ADMIN $A/GetSettings '{}' 'r["settings"]["validityDays"] == 30'
+# Whose Macs would a minimum of macOS 15.0 lock out? The demo's Macs run 14.2.1; nothing is saved.
+rpc $ADMIN $A/PreviewPolicy '{"policy":{"id":"baseline","name":"macOS baseline",
+  "settings":{"os_minimum_version":"15.0"}}}' \
+  'int(r["allowToDeny"]) > 0' '"mac-ada" in [d["deviceId"] for d in r["lockedOut"]]'
+rpc_fails $ADMIN $A/PreviewPolicy '{}' InvalidArgument
+rpc_fails $GATEWAY $A/PreviewPolicy '{"delete_policy_id":"baseline"}' PermissionDenied
+rpc $GATEWAY $C/CheckAccess '{"user_id":"ada","device_id":"mac-ada"}' 'r["decision"] == "DECISION_ALLOW"'
 rpc $ADMIN $A/UpdateSettings '{"settings":{"no_policy":"NO_POLICY_TREATMENT_COMPLIANT","validity_days":45}}' \
   'r["settings"]["validityDays"] == 45'
 rpc $ADMIN $A/ListPolicies '{}' '[p["id"] for p in r["policies"]] == ["baseline", "engineering-passwords"]'

@@ -9,7 +9,8 @@ use posture::clock::SystemClock;
 use posture::domain::access::DeviceDecision;
 use posture::domain::{State, Timestamp};
 use posture::engine::{Engine, ItemOutcome};
-use posture::grpc::incoming;
+use posture::grpc::{incoming, outgoing};
+use posture::proto as pb;
 use posture::store::Store;
 use posture::store::memory::MemoryStore;
 
@@ -86,4 +87,13 @@ async fn send(engine: &Engine, write: Write) -> anyhow::Result<u64> {
             outcome.revision
         }
     })
+}
+
+/// PreviewPolicy as its handler answers it: the request validated by `grpc::incoming`, the
+/// preview made by the engine and rendered by `grpc::outgoing`.
+pub fn preview_policy(engine: &Engine, r: &pb::PreviewPolicyRequest) -> anyhow::Result<pb::PreviewPolicyResponse> {
+    let (draft, max_devices) = incoming::preview(r)?;
+    let (mut resp, revision) = engine.preview(&draft, max_devices, outgoing::preview_policy)?;
+    resp.revision = revision;
+    Ok(resp)
 }
