@@ -96,8 +96,8 @@ pub fn refused(credential: Option<&str>, rpc: &str, peer: Option<SocketAddr>, co
         b.tokens -= 1.0;
         std::mem::take(&mut b.suppressed)
     };
-    let code = format!("{code:?}");
-    emit(&Event::Refused { credential, rpc, peer: peer.map(|p| p.to_string()), code: &code, reason, suppressed });
+    let code = crate::error::code_name(code);
+    emit(&Event::Refused { credential, rpc, peer: peer.map(|p| p.to_string()), code, reason, suppressed });
 }
 
 /// What a write changes, before and after in short, one line per entity it writes (the grace

@@ -188,12 +188,12 @@ async fn admin_changes_and_refusals_are_audited() {
             .unwrap_or_else(|| panic!("no refusal of {credential} on {rpc} in {refused:#?}"))
     };
     let partner = find(PARTNER_APP.into(), "posture.v1.ComplianceService/CheckAccess");
-    assert_eq!(partner["code"], "PermissionDenied");
+    assert_eq!(partner["code"], "PERMISSION_DENIED");
     assert!(partner["peer"].as_str().unwrap().starts_with("127.0.0.1:"), "{partner}");
     find("sign-in-gateway".into(), "posture.v1.AdminService/GetSettings");
     find("ops-admin".into(), "posture.v1.InventoryService/ReportInventory");
     let guess = find(Value::Null, "posture.v1.AdminService/GetSettings");
-    assert_eq!((&guess["code"], &guess["reason"]), (&"Unauthenticated".into(), &"unknown or revoked secret".into()));
+    assert_eq!((&guess["code"], &guess["reason"]), (&"UNAUTHENTICATED".into(), &"unknown or revoked secret".into()));
     let handshake = find(Value::Null, "TLS handshake");
     assert!(handshake["reason"].as_str().unwrap().contains("certificate"), "{handshake}");
 

@@ -140,4 +140,9 @@ async fn a_day_of_reports_stays_within_twice_the_state_and_replicas_stay_correct
         kept.as_ref().map(|k| k.first().map(|c| c.0)).map_err(|e| e.to_string())
     );
     assert!(on_disk <= 2 * state, "{on_disk} bytes on disk for {state} bytes of state");
+    // The metrics say what compaction did.
+    let oldest = store.changes_since(writer.revision() - 1, 1).await.map(|c| c[0].0);
+    assert!(writer.metrics().log_compacted.get() > 0);
+    assert!(writer.metrics().log_oldest.get() > 1);
+    assert!(oldest.is_ok(), "the latest revision is kept: {oldest:?}");
 }

@@ -952,7 +952,7 @@ impl Store for Faulty {
         self.inner.changes_since(after, limit).await
     }
 
-    async fn compact(&self, keep_from: u64, older_than: i64) -> posture::error::Result<u64> {
+    async fn compact(&self, keep_from: u64, older_than: i64) -> posture::error::Result<posture::store::Compaction> {
         self.check()?;
         self.inner.compact(keep_from, older_than).await
     }

@@ -22,7 +22,7 @@ use posture::domain::model::{
 use posture::domain::{Change, State, Timestamp};
 use posture::store::postgres::{PostgresOptions, PostgresStore};
 use posture::store::sqlite::SqliteStore;
-use posture::store::{Commit, Store, memory::MemoryStore};
+use posture::store::{Commit, Compaction, Store, memory::MemoryStore};
 use sqlx::Connection;
 use tempfile::TempDir;
 use tokio::sync::mpsc::Receiver;
@@ -753,11 +753,11 @@ async fn compaction_keeps_the_latest_and_the_recent(store: Arc<dyn Store>, _db: 
     let before = store.load().await.expect("load");
 
     // Everything is as young as NOW: nothing is old enough to go.
-    assert_eq!(store.compact(n, NOW.0).await.expect("compact"), 0);
+    assert_eq!(store.compact(n, NOW.0).await.expect("compact").deleted, 0);
     assert_eq!(store.changes_since(0, 1000).await.expect("all kept").len() as u64, n);
     // Old enough, but only what is before revision 6.
-    assert_eq!(store.compact(6, NOW.0 + 1).await.expect("compact"), 5);
-    assert_eq!(store.compact(6, NOW.0 + 1).await.expect("compact again"), 0);
+    assert_eq!(store.compact(6, NOW.0 + 1).await.expect("compact"), Compaction { deleted: 5, oldest: 6 });
+    assert_eq!(store.compact(6, NOW.0 + 1).await.expect("compact again"), Compaction { deleted: 0, oldest: 6 });
     let kept = store.changes_since(5, 1000).await.expect("from 6");
     assert_eq!(kept.iter().map(|(r, _)| *r).collect::<Vec<_>>(), (6..=n).collect::<Vec<_>>());
     for after in [0, 3, 4] {
@@ -767,7 +767,7 @@ async fn compaction_keeps_the_latest_and_the_recent(store: Arc<dyn Store>, _db: 
         }
     }
     // Beyond the head: everything but the latest revision goes.
-    assert_eq!(store.compact(n + 100, NOW.0 + 1).await.expect("compact"), n - 6);
+    assert_eq!(store.compact(n + 100, NOW.0 + 1).await.expect("compact"), Compaction { deleted: n - 6, oldest: n });
     assert_eq!(store.changes_since(n - 1, 1000).await.expect("the latest").len(), 1);
     assert_eq!(store.changes_since(n, 1000).await.expect("nothing after the head"), vec![]);
     let after = store.load().await.expect("load");

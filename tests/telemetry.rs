@@ -162,7 +162,7 @@ async fn each_call_is_a_span_in_the_callers_trace_with_its_decision_and_is_flush
         .filter(|l| l.contains("posture::audit"))
         .map(|l| serde_json::from_str(&l[l.find('{').unwrap()..]).unwrap())
         .collect();
-    assert!(audit.iter().any(|e| e["event"] == "refused" && e["code"] == "Unauthenticated"), "{audit:#?}");
+    assert!(audit.iter().any(|e| e["event"] == "refused" && e["code"] == "UNAUTHENTICATED"), "{audit:#?}");
     let denied = lines.iter().find(|l| l.contains("access denied")).expect("the denial is logged at info");
     assert!(
         denied.contains(&format!("trace_id=\"{TRACE_ID}\"")) || denied.contains(&format!("trace_id={TRACE_ID}")),

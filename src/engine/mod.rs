@@ -473,7 +473,10 @@ impl Engine {
     pub async fn compact(&self, retention: Retention) -> Result<u64> {
         let keep_from = self.revision().saturating_sub(retention.revisions).max(1);
         let older_than = self.now().0 - i64::try_from(retention.age.as_secs()).unwrap_or(i64::MAX);
-        self.store.compact(keep_from, older_than).await
+        let done = self.store.compact(keep_from, older_than).await?;
+        self.metrics.log_compacted.inc_by(done.deleted);
+        self.metrics.log_oldest.set(i64::try_from(done.oldest).unwrap_or(i64::MAX));
+        Ok(done.deleted)
     }
 
     fn apply(&self, revision: u64, changes: Vec<Change>) {

@@ -45,8 +45,9 @@ impl Store for MemoryStore {
     }
 
     /// The log is this store's state (`load` replays it): nothing is compacted.
-    async fn compact(&self, _keep_from: u64, _older_than: i64) -> Result<u64> {
-        Ok(0)
+    async fn compact(&self, _keep_from: u64, _older_than: i64) -> Result<super::Compaction> {
+        let oldest = u64::from(!self.log.lock().is_empty());
+        Ok(super::Compaction { deleted: 0, oldest })
     }
 
     /// Nothing else shares a memory store; callers that want to follow it poll.

@@ -24,6 +24,15 @@ pub enum Commit {
     Conflict,
 }
 
+/// What a compaction did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compaction {
+    /// Revisions deleted.
+    pub deleted: u64,
+    /// The oldest revision kept (0: the log is empty).
+    pub oldest: u64,
+}
+
 /// Everything the store holds, as of one revision.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -45,8 +54,8 @@ pub trait Store: Send + Sync + 'static {
     /// when the next of them is no longer kept (load the state instead).
     async fn changes_since(&self, after: u64, limit: u32) -> Result<Vec<(u64, Vec<Change>)>>;
     /// Deletes the change log's revisions before `keep_from` committed before `older_than`
-    /// (seconds since the epoch); the latest revision always stays. Returns how many went.
-    async fn compact(&self, keep_from: u64, older_than: i64) -> Result<u64>;
+    /// (seconds since the epoch); the latest revision always stays.
+    async fn compact(&self, keep_from: u64, older_than: i64) -> Result<Compaction>;
     /// A feed of "revision N has been committed", from any process sharing the store, or
     /// `None` when the backend has none (SQLite, memory) and callers must poll
     /// `changes_since`. A value is a hint, not the data: read `changes_since` from the last

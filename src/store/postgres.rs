@@ -352,7 +352,7 @@ impl Store for PostgresStore {
         sql::changes_since::<Postgres>(&mut *self.pool.acquire().await?, after, limit).await
     }
 
-    async fn compact(&self, keep_from: u64, older_than: i64) -> Result<u64> {
+    async fn compact(&self, keep_from: u64, older_than: i64) -> Result<super::Compaction> {
         sql::compact::<Postgres>(&mut *self.pool.acquire().await?, keep_from, older_than).await
     }
 

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use futures_util::TryStreamExt;
 use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 
-use super::{Row, Snapshot, decode, decode_changes, records};
+use super::{Compaction, Row, Snapshot, decode, decode_changes, records};
 use crate::domain::model::{Failure, Timestamp};
 use crate::domain::{Change, State};
 use crate::error::{Error, Result};
@@ -357,9 +357,8 @@ const COMPACT: &str = "DELETE FROM change_log WHERE revision IN \
      RETURNING revision";
 
 /// Deletes the change log's rows before revision `keep_from` that were committed before
-/// `older_than` (seconds), a bounded number per statement so that writers never wait long;
-/// returns how many.
-pub(crate) async fn compact<DB>(conn: &mut DB::Connection, keep_from: u64, older_than: i64) -> Result<u64>
+/// `older_than` (seconds), a bounded number per statement so that writers never wait long.
+pub(crate) async fn compact<DB>(conn: &mut DB::Connection, keep_from: u64, older_than: i64) -> Result<Compaction>
 where
     DB: Database,
     i64: for<'q> Encode<'q, DB> + Type<DB> + for<'r> Decode<'r, DB>,
@@ -378,7 +377,10 @@ where
             .await?;
         deleted += rows.len() as u64;
         if (rows.len() as i64) < BATCH {
-            return Ok(deleted);
+            let (oldest,) = sqlx::query_as::<DB, (i64,)>("SELECT COALESCE(MIN(revision), 0) FROM change_log")
+                .fetch_one(&mut *conn)
+                .await?;
+            return Ok(Compaction { deleted, oldest: oldest as u64 });
         }
     }
 }

@@ -14,6 +14,8 @@ use prometheus_client::encoding::EncodeLabelSet;
 pub use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+
+use crate::error::code_name;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -32,11 +34,20 @@ fn latency_buckets() -> impl Iterator<Item = f64> {
 pub struct StoreMetrics {
     pub commit_seconds: Histogram,
     pub cache_evictions: Counter,
+    /// Change-log revisions compaction deleted.
+    pub log_compacted: Counter,
+    /// The oldest revision the change log keeps, as of the last compaction.
+    pub log_oldest: Gauge,
 }
 
 impl Default for StoreMetrics {
     fn default() -> Self {
-        StoreMetrics { commit_seconds: Histogram::new(latency_buckets()), cache_evictions: Counter::default() }
+        StoreMetrics {
+            commit_seconds: Histogram::new(latency_buckets()),
+            cache_evictions: Counter::default(),
+            log_compacted: Counter::default(),
+            log_oldest: Gauge::default(),
+        }
     }
 }
 
@@ -128,6 +139,16 @@ impl Metrics {
             store.commit_seconds.clone(),
         );
         registry.register(
+            "change_log_compacted_revisions",
+            "Change-log revisions deleted by compaction (replicas behind them reload the state)",
+            store.log_compacted.clone(),
+        );
+        registry.register(
+            "change_log_oldest_revision",
+            "The oldest revision the change log keeps, as of the last compaction",
+            store.log_oldest.clone(),
+        );
+        registry.register(
             "shed_calls",
             "Calls refused at once (RESOURCE_EXHAUSTED) because the server was serving its limit of calls",
             shed.clone(),
@@ -207,30 +228,6 @@ impl Metrics {
             Ok(()) => out,
             Err(e) => format!("# the metrics could not be encoded: {e}\n"),
         }
-    }
-}
-
-/// The status code as gRPC names it (the label value).
-pub fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "OK",
-        Cancelled => "CANCELLED",
-        Unknown => "UNKNOWN",
-        InvalidArgument => "INVALID_ARGUMENT",
-        DeadlineExceeded => "DEADLINE_EXCEEDED",
-        NotFound => "NOT_FOUND",
-        AlreadyExists => "ALREADY_EXISTS",
-        PermissionDenied => "PERMISSION_DENIED",
-        ResourceExhausted => "RESOURCE_EXHAUSTED",
-        FailedPrecondition => "FAILED_PRECONDITION",
-        Aborted => "ABORTED",
-        OutOfRange => "OUT_OF_RANGE",
-        Unimplemented => "UNIMPLEMENTED",
-        Internal => "INTERNAL",
-        Unavailable => "UNAVAILABLE",
-        DataLoss => "DATA_LOSS",
-        Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

@@ -25,7 +25,8 @@ use tonic::body::Body;
 use tower::{Layer, Service};
 
 use crate::domain::access::{DeviceDecision, Reason, ReasonCode};
-use metrics::{MethodHandles, Metrics, code_name};
+use crate::error::code_name;
+use metrics::{MethodHandles, Metrics};
 use trace::TARGET;
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
