@@ -5,12 +5,14 @@
 //! test needs a fault.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use async_trait::async_trait;
+use common::faulty::Faulty;
 use posture::auth::Credentials;
 use posture::clock::ManualClock;
 use posture::domain::access::{self, ReasonCode};
@@ -23,8 +25,8 @@ use posture::domain::{Change, Timestamp};
 use posture::engine::watch::Start;
 use posture::engine::{Draft, Engine, GroupTargets, WatchConfig, Watcher};
 use posture::error::Error;
+use posture::store::Store;
 use posture::store::memory::MemoryStore;
-use posture::store::{Commit, Snapshot, Store};
 use proptest::prelude::*;
 
 const T0: Timestamp = Timestamp(1_800_000_000);
@@ -893,73 +895,6 @@ proptest! {
 
 // ---------------------------------------------------------------------------------------------
 // Stores that misbehave
-
-/// A store that passes everything to another, with faults a test can switch on: every call
-/// fails while `down`; each call yields first (so concurrent writers interleave); before its
-/// next commit it can let "another replica" commit first; conflicts are counted.
-struct Faulty {
-    inner: Arc<dyn Store>,
-    down: AtomicBool,
-    commit_first: parking_lot::Mutex<Option<Vec<Change>>>,
-    fail_reads_after_commit: AtomicBool,
-    conflicts: AtomicU64,
-}
-
-impl Faulty {
-    fn new(inner: Arc<dyn Store>) -> Arc<Faulty> {
-        Arc::new(Faulty {
-            inner,
-            down: AtomicBool::new(false),
-            commit_first: parking_lot::Mutex::new(None),
-            fail_reads_after_commit: AtomicBool::new(false),
-            conflicts: AtomicU64::new(0),
-        })
-    }
-    fn check(&self) -> posture::error::Result<()> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(Error::Storage("the test cut the store off".into()));
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl Store for Faulty {
-    async fn load(&self) -> posture::error::Result<Snapshot> {
-        self.check()?;
-        self.inner.load().await
-    }
-    async fn commit(&self, expected: u64, changes: &[Change], at: i64) -> posture::error::Result<Commit> {
-        tokio::task::yield_now().await;
-        self.check()?;
-        let first = self.commit_first.lock().take();
-        if let Some(other) = first {
-            let head = self.inner.load().await?.revision;
-            assert!(matches!(self.inner.commit(head, &other, at).await?, Commit::Done(_)));
-        }
-        let outcome = self.inner.commit(expected, changes, at).await?;
-        if outcome == Commit::Conflict {
-            self.conflicts.fetch_add(1, Ordering::SeqCst);
-        }
-        if self.fail_reads_after_commit.load(Ordering::SeqCst) {
-            self.down.store(true, Ordering::SeqCst);
-        }
-        Ok(outcome)
-    }
-    async fn changes_since(&self, after: u64, limit: u32) -> posture::error::Result<Vec<(u64, Vec<Change>)>> {
-        tokio::task::yield_now().await;
-        self.check()?;
-        self.inner.changes_since(after, limit).await
-    }
-
-    async fn compact(&self, keep_from: u64, older_than: i64) -> posture::error::Result<posture::store::Compaction> {
-        self.check()?;
-        self.inner.compact(keep_from, older_than).await
-    }
-    async fn notifications(&self) -> posture::error::Result<Option<tokio::sync::mpsc::Receiver<u64>>> {
-        Ok(None)
-    }
-}
 
 async fn small_org(engine: &Engine) {
     let users = (0..USERS).map(|i| user(i, true)).collect();

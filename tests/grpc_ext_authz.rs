@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
@@ -313,57 +313,9 @@ async fn reflection_lists_and_describes_the_authorization_service() {
     server.stop().await;
 }
 
-/// A store that can be cut off: every read and write fails once `down` is set.
-#[derive(Default)]
-struct Unreachable {
-    inner: posture::store::memory::MemoryStore,
-    down: AtomicBool,
-}
-
-impl Unreachable {
-    fn check(&self) -> posture::error::Result<()> {
-        match self.down.load(Ordering::SeqCst) {
-            true => Err(posture::error::Error::Storage("the test cut the store off".into())),
-            false => Ok(()),
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl posture::store::Store for Unreachable {
-    async fn load(&self) -> posture::error::Result<posture::store::Snapshot> {
-        self.check()?;
-        self.inner.load().await
-    }
-    async fn commit(
-        &self,
-        expected: u64,
-        changes: &[posture::domain::Change],
-        at: i64,
-    ) -> posture::error::Result<posture::store::Commit> {
-        self.check()?;
-        self.inner.commit(expected, changes, at).await
-    }
-    async fn changes_since(
-        &self,
-        after: u64,
-        limit: u32,
-    ) -> posture::error::Result<Vec<(u64, Vec<posture::domain::Change>)>> {
-        self.check()?;
-        self.inner.changes_since(after, limit).await
-    }
-    async fn compact(&self, keep_from: u64, older_than: i64) -> posture::error::Result<posture::store::Compaction> {
-        self.check()?;
-        self.inner.compact(keep_from, older_than).await
-    }
-    async fn notifications(&self) -> posture::error::Result<Option<tokio::sync::mpsc::Receiver<u64>>> {
-        Ok(None)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_cut_off_from_its_store_denies_with_store_unavailable() {
-    let store = Arc::new(Unreachable::default());
+    let store = common::faulty::Faulty::new(Arc::new(posture::store::memory::MemoryStore::default()));
     let credentials = Arc::new(posture::auth::Credentials::new(&default_credentials()).unwrap());
     let engine =
         posture::engine::Engine::open(store.clone(), Arc::new(posture::clock::SystemClock), 1_000, credentials)

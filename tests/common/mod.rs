@@ -5,6 +5,7 @@
 
 pub mod binary;
 pub mod domain;
+pub mod faulty;
 pub mod pki;
 pub mod postgres;
 pub mod proxy;
