@@ -2,16 +2,17 @@
 //! values. Errors name the field, relative to the message they are in (`os_version: …`); the
 //! caller puts the path in front (`devices[3].os_version: …`) with [`Error::within`].
 
-use envoy_types::pb::envoy::service::auth::v3::{self as envoy_auth, attribute_context::HttpRequest};
-use envoy_types::pb::google::protobuf::{Struct, value::Kind};
-
-use crate::config::ExtAuthzConfig;
-use crate::domain::access::{Reason, ReasonCode};
 use crate::domain::model::{self as m, Timestamp};
 use crate::domain::version::{BadBuild, BadVersion, OsBuild, OsVersion};
 use crate::engine::{Draft, GroupTargets};
 use crate::error::{Error, Result};
 use crate::proto as pb;
+
+mod ext_authz;
+mod inventory;
+
+pub use ext_authz::{JWT_AUTHN_NAMESPACE, ext_authz_identity};
+pub use inventory::reports;
 
 pub const MAX_ID_LEN: usize = 128;
 /// Reports per ReportInventory call, and device ids per WatchCompliance filter.
@@ -190,129 +191,6 @@ fn password_type(field: &str, v: i32) -> Result<Option<m::PasswordType>> {
         pb::PasswordType::Alphanumeric => Some(m::PasswordType::Alphanumeric),
         pb::PasswordType::Numeric => Some(m::PasswordType::Numeric),
     })
-}
-
-// ---- inventory ----
-
-impl TryFrom<&pb::DeviceReport> for m::Device {
-    type Error = Error;
-
-    fn try_from(r: &pb::DeviceReport) -> Result<m::Device> {
-        let registration = match known::<pb::Registration>("registration", r.registration)? {
-            pb::Registration::Unspecified => {
-                return Err(Error::invalid("registration", "is required (PARTNER or DIRECT)"));
-            }
-            pb::Registration::Partner => m::Registration::Partner,
-            pb::Registration::Direct => m::Registration::Direct,
-        };
-        if r.os_version.is_empty() {
-            return Err(Error::invalid("os_version", "is required, e.g. 14.2.1"));
-        }
-        if r.serial_number.is_empty() {
-            return Err(Error::invalid("serial_number", "is required"));
-        }
-        let partner_verdict = match &r.partner_verdict {
-            None => None,
-            Some(v) => Some(m::PartnerVerdict {
-                compliant: v.compliant,
-                decided_at: time("partner_verdict.decided_at", v.decided_at.as_ref())?,
-            }),
-        };
-        Ok(m::Device {
-            id: id("device_id", &r.device_id)?,
-            partner_device_id: text("partner_device_id", &r.partner_device_id, MAX_ID_LEN)?,
-            serial_number: text("serial_number", &r.serial_number, 64)?,
-            name: text("name", &r.name, 256)?,
-            model: text("model", &r.model, MAX_ID_LEN)?,
-            user_id: id("user_id", &r.user_id)?,
-            os_version: version("os_version", &r.os_version)?,
-            os_build: opt_build("os_build", &r.os_build)?,
-            registration,
-            last_check_in: time("last_check_in", r.last_check_in.as_ref())?,
-            last_token_renewal: time("last_token_renewal", r.last_token_renewal.as_ref())?,
-            refresh_token_issued: match &r.refresh_token_issued {
-                None => None,
-                Some(t) => Some(time("refresh_token_issued", Some(t))?),
-            },
-            facts: facts(r)?,
-            partner_verdict,
-        })
-    }
-}
-
-fn facts(r: &pb::DeviceReport) -> Result<m::SecurityFacts> {
-    let pw = r.password.unwrap_or_default();
-    Ok(m::SecurityFacts {
-        system_integrity_protection: match known::<pb::SipState>(
-            "system_integrity_protection",
-            r.system_integrity_protection,
-        )? {
-            pb::SipState::Unspecified => None,
-            pb::SipState::Enabled => Some(m::Sip::Enabled),
-            pb::SipState::Disabled => Some(m::Sip::Disabled),
-            pb::SipState::NotCollected => Some(m::Sip::NotCollected),
-        },
-        file_vault: match known::<pb::FileVaultState>("file_vault", r.file_vault)? {
-            pb::FileVaultState::Unspecified => None,
-            pb::FileVaultState::NotApplicable => Some(m::FileVault::NotApplicable),
-            pb::FileVaultState::NotEncrypted => Some(m::FileVault::NotEncrypted),
-            pb::FileVaultState::BootVolumeOnly => Some(m::FileVault::BootVolumeOnly),
-            pb::FileVaultState::SomeEncrypted => Some(m::FileVault::SomeEncrypted),
-            pb::FileVaultState::AllEncrypted => Some(m::FileVault::AllEncrypted),
-        },
-        gatekeeper: match known::<pb::GatekeeperState>("gatekeeper", r.gatekeeper)? {
-            pb::GatekeeperState::Unspecified => None,
-            pb::GatekeeperState::Disabled => Some(m::Gatekeeper::Disabled),
-            pb::GatekeeperState::AppStoreAndIdentifiedDevelopers => {
-                Some(m::Gatekeeper::AppStoreAndIdentifiedDevelopers)
-            }
-            pb::GatekeeperState::AppStore => Some(m::Gatekeeper::AppStore),
-        },
-        firewall_enabled: r.firewall_enabled,
-        firewall_block_all_incoming: r.firewall_block_all_incoming,
-        firewall_stealth_mode: r.firewall_stealth_mode,
-        password: m::PasswordFacts {
-            required: pw.required,
-            simple_blocked: pw.simple_blocked,
-            min_length: pw.min_length,
-            kind: password_type("password.type", pw.r#type)?,
-            min_character_sets: pw.min_character_sets,
-            minutes_of_inactivity_before_lock: pw.minutes_of_inactivity_before_lock,
-            expiry_days: pw.expiry_days,
-            previous_passwords_blocked: pw.previous_passwords_blocked,
-        },
-        threat_level: threat("threat_level", r.threat_level)?,
-    })
-}
-
-/// A batch of reports: the batch itself must be 1 to [`MAX_BATCH`] reports; each report is
-/// checked on its own (its error names `devices[i]`), so one bad report refuses only itself.
-pub fn reports(r: &pb::ReportInventoryRequest) -> Result<Vec<(String, Result<m::Device>)>> {
-    let devices = &r.devices;
-    if devices.is_empty() {
-        return Err(Error::invalid("devices", format!("is empty: send 1 to {MAX_BATCH} reports")));
-    }
-    if devices.len() > MAX_BATCH {
-        let msg = format!("has {} reports; send at most {MAX_BATCH} per batch", devices.len());
-        return Err(Error::invalid("devices", msg));
-    }
-    let mut first: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    Ok(devices
-        .iter()
-        .enumerate()
-        .map(|(i, d)| {
-            let checked = m::Device::try_from(d).map_err(|e| e.within(&format!("devices[{i}]")));
-            // A Mac reported twice in one batch: which report is meant? Refuse the repeat.
-            let checked = checked.and_then(|device| match first.insert(&d.device_id, i) {
-                Some(j) => Err(Error::invalid(
-                    format!("devices[{i}].device_id"),
-                    format!("repeats devices[{j}].device_id: report each Mac once per batch"),
-                )),
-                None => Ok(device),
-            });
-            (short(&d.device_id), checked)
-        })
-        .collect())
 }
 
 /// An id as sent, cut to the length an id may have, to name an item in an answer.
@@ -554,77 +432,4 @@ pub fn preview(r: &pb::PreviewPolicyRequest) -> Result<(Draft, usize)> {
         n => n,
     };
     Ok((draft, max))
-}
-
-// ---- Envoy ext_authz ----
-
-/// The metadata namespace Envoy's jwt_authn filter puts verified payloads in.
-pub const JWT_AUTHN_NAMESPACE: &str = "envoy.filters.http.jwt_authn";
-
-/// The user and the device a checked HTTP request names. For each, the claim of the JWT that
-/// Envoy's jwt_authn filter verified wins over the request header: the issuer signed the
-/// claim, while the header is whatever the HTTP client sent unless Envoy strips it. The header
-/// serves what the token does not carry (typically the device). `Err`: the reasons to deny,
-/// one for each id that is missing or invalid.
-pub fn ext_authz_identity(
-    req: &envoy_auth::CheckRequest,
-    config: &ExtAuthzConfig,
-) -> Result<(String, String), Vec<Reason>> {
-    let attributes = req.attributes.as_ref();
-    let http = attributes.and_then(|a| a.request.as_ref()).and_then(|r| r.http.as_ref());
-    let claims = attributes
-        .and_then(|a| a.metadata_context.as_ref())
-        .and_then(|m| m.filter_metadata.get(JWT_AUTHN_NAMESPACE))
-        .and_then(|jwt| jwt.fields.get(&config.jwt_payload_key))
-        .and_then(|payload| match &payload.kind {
-            Some(Kind::StructValue(s)) => Some(s),
-            _ => None,
-        });
-    let user = identity("user", http, claims, &config.user_header, &config.user_claim);
-    let device = identity("device", http, claims, &config.device_header, &config.device_claim);
-    match (user, device) {
-        (Ok(user), Ok(device)) => Ok((user, device)),
-        (user, device) => Err(user.err().into_iter().chain(device.err()).collect()),
-    }
-}
-
-/// One id, from the claim or else the header (empty counts as absent), validated as any id.
-fn identity(
-    what: &str,
-    http: Option<&HttpRequest>,
-    claims: Option<&Struct>,
-    header: &str,
-    claim: &str,
-) -> Result<String, Reason> {
-    let invalid = |e: Error| Reason::new(ReasonCode::IdentityInvalid, format!("the {what} id is invalid: {e}"));
-    let from_claim = match claims.and_then(|c| c.fields.get(claim)).map(|v| &v.kind) {
-        None => None,
-        Some(Some(Kind::StringValue(s))) => Some((format!("claim {claim}"), s.clone())).filter(|_| !s.is_empty()),
-        Some(_) => return Err(invalid(Error::invalid(format!("claim {claim}"), "is not a string"))),
-    };
-    let found = from_claim.or_else(|| header_value(http, header).map(|v| (format!("header {header}"), v)));
-    let Some((source, value)) = found else {
-        return Err(Reason::new(
-            ReasonCode::IdentityMissing,
-            format!("no {what} id: the request has no {header} header and no verified JWT with a {claim} claim"),
-        ));
-    };
-    id(&source, &value).map_err(invalid)
-}
-
-/// A request header's value: from `headers`, or from `header_map` when Envoy sends raw
-/// headers (`encode_raw_headers`), a repeated header joined with commas as in `headers`.
-fn header_value(http: Option<&HttpRequest>, name: &str) -> Option<String> {
-    let http = http?;
-    if let Some(v) = http.headers.get(name).filter(|v| !v.is_empty()) {
-        return Some(v.clone());
-    }
-    let values: Vec<String> = http
-        .header_map
-        .iter()
-        .flat_map(|m| &m.headers)
-        .filter(|h| h.key.eq_ignore_ascii_case(name))
-        .map(|h| if h.raw_value.is_empty() { h.value.clone() } else { String::from_utf8_lossy(&h.raw_value).into() })
-        .collect();
-    Some(values.join(",")).filter(|v| !v.is_empty())
 }
