@@ -4,8 +4,6 @@
 //! rotation (rule 9). Secrets are configured as SHA-256 digests, never in clear.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -257,7 +255,7 @@ pub struct Authorized<S> {
     layer: Authorize,
 }
 
-type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+use crate::layers::BoxFuture;
 
 impl<S> Service<http::Request<Body>> for Authorized<S>
 where

@@ -17,7 +17,8 @@ use tower::{Layer, Service};
 
 use crate::telemetry::metrics::Counter;
 
-type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+/// The future of every tower layer of the server stack.
+pub(crate) type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 
 /// How long after a call's deadline the server gives up on it for the handler.
 const DEADLINE_GRACE: Duration = Duration::from_millis(100);

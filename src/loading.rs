@@ -5,7 +5,6 @@
 //! the real server then takes the same port without a gap in which connections are refused.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -17,6 +16,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tower::{Layer, Service};
 
+use crate::layers::BoxFuture;
 use crate::server::{LIVENESS, SERVICES};
 use crate::tls::TlsServer;
 
@@ -90,7 +90,7 @@ where
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>;
+    type Future = BoxFuture<Response<Body>, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.0.poll_ready(cx)

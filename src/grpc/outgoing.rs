@@ -123,6 +123,16 @@ impl From<&Previewed<'_>> for pb::PreviewedDevice {
     }
 }
 
+/// Devices and users by reason code.
+fn reason_counts(by_reason: &std::collections::BTreeMap<access::ReasonCode, (u64, u64)>) -> Vec<pb::ReasonCount> {
+    let count = |(code, (devices, users)): (&access::ReasonCode, &(u64, u64))| pb::ReasonCount {
+        code: code.as_str().to_string(),
+        devices: *devices,
+        users: *users,
+    };
+    by_reason.iter().map(count).collect()
+}
+
 /// PreviewPolicy's answer (the caller sets the revision).
 pub fn preview_policy(p: &PolicyPreview<'_>) -> pb::PreviewPolicyResponse {
     let list = |l: &[Previewed<'_>]| l.iter().map(pb::PreviewedDevice::from).collect();
@@ -131,15 +141,7 @@ pub fn preview_policy(p: &PolicyPreview<'_>) -> pb::PreviewPolicyResponse {
         deny_to_allow: p.deny_to_allow,
         into_grace: p.into_grace,
         unchanged: p.unchanged,
-        by_reason: p
-            .by_reason
-            .iter()
-            .map(|(code, (devices, users))| pb::ReasonCount {
-                code: code.as_str().to_string(),
-                devices: *devices,
-                users: *users,
-            })
-            .collect(),
+        by_reason: reason_counts(&p.by_reason),
         locked_out: list(&p.locked_out),
         let_in: list(&p.let_in),
         entering_grace: list(&p.entering_grace),
@@ -176,15 +178,7 @@ pub fn summary(s: &Summary, revision: u64) -> pb::GetComplianceSummaryResponse {
         allowed: s.allowed,
         denied: s.denied,
         by_state: s.by_state.iter().map(|(st, n)| pb::StateCount { state: state(*st), devices: *n }).collect(),
-        by_reason: s
-            .by_reason
-            .iter()
-            .map(|(code, (devices, users))| pb::ReasonCount {
-                code: code.as_str().to_string(),
-                devices: *devices,
-                users: *users,
-            })
-            .collect(),
+        by_reason: reason_counts(&s.by_reason),
         revision,
     }
 }

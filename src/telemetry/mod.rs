@@ -11,7 +11,7 @@ pub mod trace;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
-use std::pin::{Pin, pin};
+use std::pin::pin;
 use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -29,7 +29,7 @@ use crate::error::code_name;
 use metrics::{MethodHandles, Metrics};
 use trace::TARGET;
 
-type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+use crate::layers::BoxFuture;
 
 /// A method posture serves, by its path.
 struct Method {
