@@ -29,6 +29,7 @@ pub struct FileConfig {
     #[serde(default, with = "humantime_serde_opt")]
     pub default_deadline: Option<Duration>,
     pub max_concurrent_calls: Option<usize>,
+    pub max_streams_per_connection: Option<u32>,
     pub max_watch_streams: Option<usize>,
     pub max_watch_streams_per_credential: Option<usize>,
     pub reflection: Option<Reflection>,
@@ -108,6 +109,9 @@ pub struct Overrides {
     /// Calls served at once (health checks aside); beyond it, RESOURCE_EXHAUSTED at once [default: 1024]
     #[arg(long, env = "POSTURE_MAX_CONCURRENT_CALLS")]
     pub max_concurrent_calls: Option<usize>,
+    /// Calls one HTTP/2 connection may have open at once; its client queues the rest [default: 200]
+    #[arg(long, env = "POSTURE_MAX_STREAMS_PER_CONNECTION")]
+    pub max_streams_per_connection: Option<u32>,
     /// WatchCompliance streams open at once, in all [default: 1000]
     #[arg(long, env = "POSTURE_MAX_WATCH_STREAMS")]
     pub max_watch_streams: Option<usize>,
@@ -294,7 +298,12 @@ impl Config {
                 .max_concurrent_calls
                 .or(file.max_concurrent_calls)
                 .unwrap_or(defaults.max_concurrent_calls),
+            max_streams_per_connection: o
+                .max_streams_per_connection
+                .or(file.max_streams_per_connection)
+                .unwrap_or(defaults.max_streams_per_connection),
         };
+        anyhow::ensure!(limits.max_streams_per_connection > 0, "max_streams_per_connection must be at least 1");
         anyhow::ensure!(limits.max_concurrent_calls > 0, "max_concurrent_calls must be at least 1");
         anyhow::ensure!(!limits.default_deadline.is_zero(), "default_deadline must be longer than 0");
         let watch_defaults = crate::engine::WatchLimits::default();

@@ -31,11 +31,19 @@ pub struct Limits {
     pub default_deadline: Duration,
     /// Calls in flight at once (health checks aside); beyond it, RESOURCE_EXHAUSTED at once.
     pub max_concurrent_calls: usize,
+    /// Calls one connection may have open at once (HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS);
+    /// a client queues the rest itself. Without it a single connection could pile up calls
+    /// without bound while the CPU is busy, before any of them reaches this stack.
+    pub max_streams_per_connection: u32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { default_deadline: Duration::from_secs(30), max_concurrent_calls: 1024 }
+        Limits {
+            default_deadline: Duration::from_secs(30),
+            max_concurrent_calls: 1024,
+            max_streams_per_connection: 200,
+        }
     }
 }
 

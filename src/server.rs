@@ -171,6 +171,7 @@ pub async fn serve_engine(
         }
         None => (None, None),
     };
+    let streams_per_connection = serving.limits.max_streams_per_connection;
     let mut bounds = Bounds::new(serving.limits);
     if let Some(m) = &metrics {
         bounds = bounds.counting_shed(m.shed_counter());
@@ -209,6 +210,7 @@ pub async fn serve_engine(
         let _ = drained.send(());
     };
     let router = Server::builder()
+        .max_concurrent_streams(streams_per_connection)
         .layer(Telemetry::new(metrics))
         .layer(bounds)
         .layer(authorize)

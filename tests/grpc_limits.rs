@@ -60,15 +60,7 @@ async fn calls_beyond_the_limit_are_shed_at_once_and_health_still_answers() {
     assert!(started.elapsed() < Duration::from_secs(5), "shed at once, not queued: {:?}", started.elapsed());
     // Another writer commits the revision they wait for (straight to the store, as another
     // process on the same file would): the accepted calls finish, and answer.
-    let store = posture::store::sqlite::SqliteStore::open(&server.data_dir().join("posture.db")).await.unwrap();
-    let user = posture::domain::model::User {
-        id: "zoe".into(),
-        user_principal_name: "zoe@example.com".into(),
-        device_management_licence: true,
-        premium_identity_licence: true,
-    };
-    let committed = posture::store::Store::commit(&store, written, &[posture::domain::Change::PutUser(user)], 0).await;
-    assert_eq!(committed.unwrap(), posture::store::Commit::Done(written + 1));
+    commit_elsewhere(&server, written).await;
     for held in held {
         let r = held.await.unwrap().unwrap().into_inner();
         assert_eq!((r.decision, r.revision), (pb::Decision::Allow as i32, written + 1));
@@ -80,6 +72,57 @@ async fn calls_beyond_the_limit_are_shed_at_once_and_health_still_answers() {
         pb::ComplianceState::Compliant,
         &["COMPLIANT"],
     );
+    server.stop().await;
+}
+
+/// Another writer commits revision `written + 1` straight to the store, as another process on
+/// the same file would.
+async fn commit_elsewhere(server: &TestServer, written: u64) {
+    let store = posture::store::sqlite::SqliteStore::open(&server.data_dir().join("posture.db")).await.unwrap();
+    let user = posture::domain::model::User {
+        id: "zoe".into(),
+        user_principal_name: "zoe@example.com".into(),
+        device_management_licence: true,
+        premium_identity_licence: true,
+    };
+    let committed = posture::store::Store::commit(&store, written, &[posture::domain::Change::PutUser(user)], 0).await;
+    assert_eq!(committed.unwrap(), posture::store::Commit::Done(written + 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_beyond_a_connections_stream_limit_wait_in_its_client_and_are_not_shed() {
+    let server = server_with(|c| {
+        c.limits.max_concurrent_calls = 20;
+        c.limits.max_streams_per_connection = 10;
+    })
+    .await;
+    seed_org(&server).await;
+    let written = server.report(vec![mac("mac-ada", "ada", "C02ADA0001")]).await.revision;
+    // Thirty waiting calls over one connection: the server lets ten open at once, so the
+    // others wait in the client and never count against the server's limit of twenty.
+    let one_connection = server.compliance();
+    let held: Vec<_> = (0..30)
+        .map(|_| {
+            let mut compliance = one_connection.clone();
+            tokio::spawn(
+                async move { compliance.check_access(waiting_check(written + 1, Duration::from_secs(20))).await },
+            )
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Ten places of twenty are left for other connections.
+    let elsewhere = channel_to(server.addr, None);
+    let mut other = pb::compliance_service_client::ComplianceServiceClient::with_interceptor(
+        elsewhere,
+        Bearer::new(Some(GATEWAY_SECRET)),
+    );
+    let answer = other.check_access(waiting_check(0, Duration::from_secs(5))).await;
+    assert!(answer.is_ok(), "another connection is served: {answer:?}");
+    commit_elsewhere(&server, written).await;
+    for held in held {
+        let r = held.await.unwrap().expect("a call queued in its client is served, not shed").into_inner();
+        assert_eq!((r.decision, r.revision), (pb::Decision::Allow as i32, written + 1));
+    }
     server.stop().await;
 }
 

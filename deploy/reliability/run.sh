@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The reliability scenarios at full length, through the real binary (see RELIABILITY.md):
 # SIGKILL under writers on SQLite and PostgreSQL (20 kills each), a full disk, shutdown under
-# load, a minute of overload and a 10-minute soak. CI runs the same tests shorter (5 kills, 30
+# load, a minute of overload, a 10-minute soak, and a flood of decisions in release under h2load
+# (overload.sh). CI runs the same tests shorter (5 kills, 30
 # seconds of overload, no soak). Needs PostgreSQL (POSTURE_TEST_DATABASE_URL,
 # default the local one) and root, to mount the small tmpfs of the full-disk test.
 set -euo pipefail
@@ -15,3 +16,4 @@ cargo test --test full_disk -- --include-ignored --nocapture
 cargo test --test shutdown -- --nocapture
 POSTURE_OVERLOAD_SECS="${POSTURE_OVERLOAD_SECS:-60}" cargo test --test overload overload -- --nocapture
 POSTURE_SOAK_SECS="${POSTURE_SOAK_SECS:-600}" cargo test --test overload soak -- --ignored --nocapture
+deploy/reliability/overload.sh
