@@ -699,10 +699,12 @@ proptest! {
 /// preview must then refuse it exactly as the write does.
 #[derive(Debug, Clone)]
 enum DraftSpec {
-    /// Policy `i` as `spec` (an update when the organisation has it, else a create).
+    /// Policy `i` as `spec` (an update when the organisation has it, else a create), and
+    /// with include and exclude masks (as `Assign`'s), assigned as well.
     Policy {
         policy: usize,
         spec: PolicySpec,
+        assign: Option<(u8, u8)>,
     },
     /// Policy `i`'s assignment: include and exclude masks over the two policy groups and the
     /// first connector group (an empty pair removes it).
@@ -722,7 +724,8 @@ enum DraftSpec {
 
 fn draft_spec() -> impl Strategy<Value = DraftSpec> {
     prop_oneof![
-        3 => (0..4usize, policy_spec()).prop_map(|(policy, spec)| DraftSpec::Policy { policy, spec }),
+        3 => (0..4usize, policy_spec(), proptest::option::of((0..8u8, 0..8u8)))
+            .prop_map(|(policy, spec, assign)| DraftSpec::Policy { policy, spec, assign }),
         2 => (0..4usize, 0..8u8, 0..8u8).prop_map(|(policy, include, exclude)| DraftSpec::Assign { policy, include, exclude }),
         1 => (0..4usize).prop_map(|policy| DraftSpec::Delete { policy }),
         1 => (any::<bool>(), prop_oneof![Just(1u32), Just(2), Just(30), Just(120)])
@@ -740,7 +743,11 @@ fn draft_groups(mask: u8) -> Vec<String> {
 
 fn draft_of(d: &DraftSpec) -> Draft {
     match d {
-        DraftSpec::Policy { policy, spec } => Draft::Policy(policy_of(*policy, spec)),
+        DraftSpec::Policy { policy, spec, assign } => Draft::Policy {
+            policy: policy_of(*policy, spec),
+            assignment: assign
+                .map(|(include, exclude)| targets(draft_groups(include), draft_groups(exclude & !include))),
+        },
         DraftSpec::Assign { policy, include, exclude } => Draft::Assignment {
             policy_id: policy_id(*policy),
             targets: targets(draft_groups(*include), draft_groups(*exclude & !*include)),
@@ -760,11 +767,19 @@ fn draft_of(d: &DraftSpec) -> Draft {
 /// Saves a draft through its own write.
 async fn save(engine: &Engine, draft: &Draft) -> Result<u64, Error> {
     match draft.clone() {
-        Draft::Policy(p) => {
-            if engine.read(|s, _| s.policy(&p.id).is_some()).0 {
-                engine.update_policy(p).await
+        Draft::Policy { policy, assignment } => {
+            let id = policy.id.clone();
+            let saved = if engine.read(|s, _| s.policy(&id).is_some()).0 {
+                engine.update_policy(policy).await
             } else {
-                engine.create_policy(p).await
+                engine.create_policy(policy).await
+            };
+            match assignment {
+                Some(targets) => {
+                    saved?;
+                    engine.assign_policy(&id, targets).await
+                }
+                None => saved,
             }
         }
         Draft::Assignment { policy_id, targets } => engine.assign_policy(&policy_id, targets).await,

@@ -172,8 +172,21 @@ async fn invalid_drafts_are_refused_naming_the_field_and_only_admins_may_preview
     // A new policy is previewed as CreatePolicy would take it: it applies to no one yet.
     let mut new = passwords_policy();
     new.id = "new-policy".into();
-    let created = admin.preview_policy(draft(Draft::Policy(new))).await.unwrap().into_inner();
+    let created = admin.preview_policy(draft(Draft::Policy(new.clone()))).await.unwrap().into_inner();
     assert_eq!((created.allow_to_deny, created.unchanged), (0, 5));
+    // With its assignment, as it will apply once created and assigned: macOS 15.0 for the Mac
+    // users locks out ada and cara (on 14.2.1).
+    let strict = pb::Policy {
+        id: "strict".into(),
+        assignment: Some(pb::Assignment { include_group_ids: vec!["mac-users".into()], ..Default::default() }),
+        ..raised_baseline("15.0", 0)
+    };
+    let assigned = admin.preview_policy(draft(Draft::Policy(strict.clone()))).await.unwrap().into_inner();
+    assert_eq!(ids(&assigned.locked_out), ["mac-ada", "mac-cara"], "{assigned:?}");
+    let mut lab = strict;
+    lab.assignment = Some(pb::Assignment { include_group_ids: vec!["lab-macs".into()], ..Default::default() });
+    let bad = refused(&mut admin, draft(Draft::Policy(lab))).await;
+    assert_status(&bad, Code::InvalidArgument, &["policy.assignment.include_group_ids[0]", "device group"]);
 
     // Read-your-writes: a revision not yet applied is waited for, up to the deadline.
     let mut ahead = draft(Draft::Policy(raised_baseline("15.0", 0)));

@@ -235,8 +235,10 @@ impl Engine {
 /// write itself would change (the same validation, the same changes).
 #[derive(Debug, Clone)]
 pub enum Draft {
-    /// A new policy (CreatePolicy) or, when its id is stored, a changed one (UpdatePolicy).
-    Policy(Policy),
+    /// A new policy (CreatePolicy) or, when its id is stored, a changed one (UpdatePolicy);
+    /// with `assignment`, assigned to those groups too (AssignPolicy after it), so that a new
+    /// policy can be previewed as it will apply.
+    Policy { policy: Policy, assignment: Option<GroupTargets> },
     /// A policy's new assignment (AssignPolicy).
     Assignment { policy_id: String, targets: GroupTargets },
     /// A policy's deletion (DeletePolicy).
@@ -250,8 +252,16 @@ impl Draft {
     /// validates them (grace bookkeeping not included: the write derives it from these).
     pub fn changes(&self, state: &State, now: Timestamp) -> Result<Vec<Change>> {
         match self {
-            Draft::Policy(p) if state.policy(&p.id).is_some() => update_policy_changes(state, now, p),
-            Draft::Policy(p) => create_policy_changes(state, now, p),
+            Draft::Policy { policy, assignment } => {
+                let mut changes = match state.policy(&policy.id) {
+                    Some(_) => update_policy_changes(state, now, policy)?,
+                    None => create_policy_changes(state, now, policy)?,
+                };
+                if let Some(targets) = assignment {
+                    changes.extend(assignment_changes(state, &policy.id, targets)?);
+                }
+                Ok(changes)
+            }
             Draft::Assignment { policy_id, targets } => assign_policy_changes(state, policy_id, targets),
             Draft::DeletePolicy(id) => delete_policy_changes(state, id),
             Draft::Settings(s) => Ok(settings_changes(state, s)),
@@ -289,6 +299,11 @@ fn assign_policy_changes(state: &State, policy_id: &str, targets: &GroupTargets)
     if state.policy(policy_id).is_none() {
         return Err(Error::NotFound(format!("no policy {policy_id}")));
     }
+    assignment_changes(state, policy_id, targets)
+}
+
+/// A policy's assignment to `targets`, of a policy that exists or is made with it.
+fn assignment_changes(state: &State, policy_id: &str, targets: &GroupTargets) -> Result<Vec<Change>> {
     check_user_groups(state, "assignment.", targets)?;
     let a = Assignment {
         policy_id: policy_id.to_string(),

@@ -164,7 +164,11 @@ impl AdminService for Handlers {
         self.readable(&req, req.get_ref().min_revision).await?;
         // The assignment's groups are checked against the directory by the engine, as
         // AssignPolicy's are: the field is within the draft's.
-        let within = |e: Error| if matches!(draft, Draft::Assignment { .. }) { e.within("assign_policy") } else { e };
+        let within = |e: Error| match draft {
+            Draft::Assignment { .. } => e.within("assign_policy"),
+            Draft::Policy { .. } => e.within("policy"),
+            _ => e,
+        };
         let (mut resp, revision) =
             self.engine.preview(&draft, max_devices, outgoing::preview_policy).map_err(within)?;
         resp.revision = revision;

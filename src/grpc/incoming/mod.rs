@@ -416,7 +416,11 @@ pub fn preview(r: &pb::PreviewPolicyRequest) -> Result<(Draft, usize)> {
                 "is required: set one of policy, assign_policy, delete_policy_id or settings",
             ));
         }
-        Some(D::Policy(p)) => Draft::Policy(policy(Some(p))?),
+        Some(D::Policy(p)) => {
+            let assignment = p.assignment.as_ref().map(|a| targets(&a.include_group_ids, &a.exclude_group_ids));
+            let assignment = assignment.transpose().map_err(|e| e.within("policy.assignment"))?;
+            Draft::Policy { policy: policy(Some(p))?, assignment }
+        }
         Some(D::AssignPolicy(a)) => {
             let (policy_id, targets) = assignment(a).map_err(|e| e.within("assign_policy"))?;
             Draft::Assignment { policy_id, targets }
