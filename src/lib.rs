@@ -12,6 +12,7 @@ pub mod error;
 pub mod grpc;
 pub mod layers;
 pub mod loading;
+pub mod manifest;
 pub mod probe;
 pub mod proto;
 pub mod reload;

@@ -24,6 +24,12 @@ enum Command {
     HashSecret,
     /// Ask a running server's health service; exit 0 when SERVING, 1 with the reason otherwise.
     Probe(posture::probe::ProbeArgs),
+    /// Make a running server's policies, settings and connector match YAML files: shows the
+    /// difference and what it would do to decisions, then applies it (the admin secret from
+    /// POSTURE_TOKEN or --token-file).
+    Apply(posture::manifest::apply::ApplyArgs),
+    /// Write a running server's policies, settings and connector as the YAML files `apply` reads.
+    Export(posture::manifest::apply::ExportArgs),
 }
 
 #[tokio::main]
@@ -66,7 +72,44 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(1)
             }
         },
+        Command::Apply(args) => {
+            let mut account = String::new();
+            let applied = posture::manifest::apply::apply(&args, &mut account).await;
+            print!("{account}");
+            match applied {
+                Ok(()) => Ok(()),
+                Err(posture::manifest::apply::Failure::Files(problems)) => {
+                    for problem in &problems {
+                        eprintln!("{problem}");
+                    }
+                    eprintln!("posture apply: {} problems in the files; nothing was applied", problems.len());
+                    std::process::exit(1)
+                }
+                Err(posture::manifest::apply::Failure::Other(e)) => fail("apply", &e),
+            }
+        }
+        Command::Export(args) => {
+            let written = match posture::manifest::apply::export(&args).await {
+                Ok(text) => match &args.output {
+                    Some(path) => {
+                        std::fs::write(path, text).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+                    }
+                    None => {
+                        print!("{text}");
+                        Ok(())
+                    }
+                },
+                Err(e) => Err(e),
+            };
+            written.or_else(|e| fail("export", &e))
+        }
     }
+}
+
+/// A client command's failure: one line with its causes, and exit 1.
+fn fail(command: &str, e: &anyhow::Error) -> ! {
+    eprintln!("posture {command}: {e:#}");
+    std::process::exit(1)
 }
 
 async fn serve(config: posture::config::Config) -> anyhow::Result<()> {
