@@ -200,3 +200,15 @@ async fn prune_deletes_the_policies_the_files_no_longer_name() {
     assert_eq!(ids, ["baseline"]);
     served.stop().await;
 }
+
+/// The example directory is valid, and is what the demo organisation holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_files_are_the_demo_organisation() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples");
+    let desired = files::read(std::slice::from_ref(&examples)).unwrap();
+    assert_eq!((desired.files, desired.policies.len()), (4, 2));
+    let (served, _data) = demo().await;
+    let applied = posture(&served, &["apply", "-f", examples.to_str().unwrap(), "--prune"]);
+    assert!(applied.status.success() && text(&applied.stdout).contains("no changes"), "{}", text(&applied.stdout));
+    served.stop().await;
+}
