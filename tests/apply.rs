@@ -159,13 +159,14 @@ async fn an_invalid_file_anywhere_applies_nothing_and_names_its_line() {
         "typo.yaml",
         "kind: Policy\nid: typo\nname: Typo\nsettings:\n  firewall_enabled: true\n  firewal_stealth_mode: true\n",
     );
-    // Settings given twice (strict.yml has them), and a version that is none in a second
-    // document, starting on line 5.
+    // Settings given twice (strict.yml has them), a version that is none in a second
+    // document, starting on line 5, and one YAML reads as a number, on line 15.
     write(
         dir.path(),
         "z-version.yaml",
         "kind: Settings\nno_policy: compliant\nvalidity_days: 30\n---\nkind: Policy\nid: later\nname: Later\n\
-         settings:\n  os_minimum_version: fifteen\n",
+         settings:\n  os_minimum_version: fifteen\n---\nkind: Policy\nid: number\nname: Number\n\
+         settings:\n  os_minimum_version: 14.10\n",
     );
     let before = revision(&served).await;
     let refused = posture(&served, &["apply", "-f", dir.path().to_str().unwrap()]);
@@ -175,7 +176,8 @@ async fn an_invalid_file_anywhere_applies_nothing_and_names_its_line() {
     assert!(said.contains("z-version.yaml:1:1: settings: already given at "), "{said}");
     assert!(said.contains("strict.yml:13:1"), "{said}");
     assert!(said.contains("z-version.yaml:5:1: policy later: policy.settings.os_minimum_version"), "{said}");
-    assert!(said.contains("3 problems in the files; nothing was applied"), "{said}");
+    assert!(said.contains("z-version.yaml:15:23: settings.os_minimum_version: 14.1 is a number to YAML"), "{said}");
+    assert!(said.contains("4 problems in the files; nothing was applied"), "{said}");
     assert!(text(&refused.stdout).is_empty(), "nothing was even compared: {}", text(&refused.stdout));
     assert_eq!(revision(&served).await, before, "nothing applied");
     served.stop().await;

@@ -65,13 +65,13 @@ impl AssignmentDoc {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicySettingsDoc {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "quoted", skip_serializing_if = "Option::is_none")]
     pub os_minimum_version: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "quoted", skip_serializing_if = "Option::is_none")]
     pub os_maximum_version: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "quoted", skip_serializing_if = "Option::is_none")]
     pub os_minimum_build: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "quoted", skip_serializing_if = "Option::is_none")]
     pub os_maximum_build: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system_integrity_protection_required: Option<bool>,
@@ -132,11 +132,47 @@ pub struct ConnectorDoc {
     #[serde(default, skip_serializing)]
     pub kind: Option<Kind>,
     pub partner_app_id: String,
+    #[serde(deserialize_with = "quoted_required")]
     pub partner_version: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub include_groups: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude_groups: Vec<String>,
+}
+
+/// A version or build: text, never a number, which YAML would read `14.10` as (14.1).
+struct Quoted;
+
+impl serde::de::Visitor<'_> for Quoted {
+    type Value = String;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a version in quotes, e.g. '14.2'")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<String, E> {
+        Err(E::custom(format!("{v} is a number to YAML: write the version in quotes, e.g. '14.10'")))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+        Err(E::custom(format!("{v} is a number to YAML: write the version in quotes, e.g. '{v}.0'")))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
+        Err(E::custom(format!("{v} is a number to YAML: write the version in quotes")))
+    }
+}
+
+fn quoted<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    d.deserialize_any(Quoted).map(Some)
+}
+
+fn quoted_required<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    d.deserialize_any(Quoted)
 }
 
 fn is_zero(n: &u32) -> bool {
