@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::compliance;
 use super::model::{Assignment, Device, Failure, Group, GroupKind, Policy, Timestamp};
+use super::parallel;
 use super::state::{Change, State};
 
 /// The bookkeeping changes (`PutFailing`, `DeleteFailing`) that `changes` imply when applied
@@ -29,13 +30,15 @@ use super::state::{Change, State};
 pub fn derive(state: &State, changes: &[Change], now: Timestamp) -> Vec<Change> {
     let after = After::new(state, changes);
     let policies = after.policies();
-    let mut out = Vec::new();
-    for device_id in after.affected_devices() {
-        let Some(device) = after.device(device_id) else { continue };
+    // Each Mac's bookkeeping reads the state and the changes alone: spread over the cores.
+    let affected = after.affected_devices();
+    let per_device = parallel::map(&affected, parallel::PER_THREAD, |device_id| {
+        let mut out = Vec::new();
+        let Some(device) = after.device(device_id) else { return out };
         if device.partner_verdict.is_some() {
             // The partner decides compliance itself: policies are not evaluated, and the
             // failures on record wait, unchanged, for its return to inventory mode.
-            continue;
+            return out;
         }
         let failing: BTreeMap<&str, &Policy> = policies
             .iter()
@@ -70,8 +73,9 @@ pub fn derive(state: &State, changes: &[Change], now: Timestamp) -> Vec<Change> 
                 out.push(Change::DeleteFailing { device_id: device_id.to_string(), policy_id: policy_id.to_string() });
             }
         }
-    }
-    out
+        out
+    });
+    per_device.into_iter().flatten().collect()
 }
 
 fn grace_hours(policy: &Policy) -> i64 {

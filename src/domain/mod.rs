@@ -7,6 +7,7 @@ pub mod connector;
 pub mod diagnosis;
 pub mod grace;
 pub mod model;
+pub mod parallel;
 pub mod preview;
 pub mod state;
 pub mod summary;

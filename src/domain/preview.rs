@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use super::access::{self, DeviceDecision, ReasonCode};
 use super::compliance::{self, ComplianceState, Detail, PolicyResult};
 use super::model::Timestamp;
+use super::parallel;
 use super::state::{Change, State};
 use super::summary::Tally;
 
@@ -68,15 +69,15 @@ pub struct PolicyPreview<'a> {
 pub fn preview(state: &mut State, changes: Vec<Change>, now: Timestamp, examples: usize) -> PolicyPreview<'_> {
     let mut ids: Vec<String> = state.devices().map(|d| d.id.clone()).collect();
     ids.sort_unstable();
-    let before: Vec<DeviceDecision> = ids.iter().map(|id| access::decide(state, id, now)).collect();
+    let before = decide_all(state, &ids, now);
     for change in changes {
         state.apply(change);
     }
     let state: &State = state;
+    let after = decide_all(state, &ids, now);
     let mut p = PolicyPreview::default();
     let mut changed = Tally::default();
-    for (id, before) in ids.iter().zip(before) {
-        let after = access::decide(state, id, now);
+    for ((id, before), after) in ids.iter().zip(before).zip(after) {
         let shift = Shift::of(&before, &after);
         let (count, list) = match shift {
             Shift::AllowToDeny => (&mut p.allow_to_deny, &mut p.locked_out),
@@ -99,4 +100,9 @@ pub fn preview(state: &mut State, changes: Vec<Change>, now: Timestamp, examples
     }
     p.by_reason = changed.summary().by_reason;
     p
+}
+
+/// The decisions of `ids`, in order, spread over the machine's cores.
+fn decide_all(state: &State, ids: &[String], now: Timestamp) -> Vec<DeviceDecision> {
+    parallel::map(ids, parallel::PER_THREAD, |id| access::decide(state, id, now))
 }

@@ -2,6 +2,7 @@
 //! applying [`Change`]s. Pure data: the same changes in the same order give the same state.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use foldhash::fast::RandomState;
 
@@ -100,15 +101,18 @@ impl Slots {
 /// Above this many affected devices a change simply drops every cached decision.
 const TOUCH_ALL_ABOVE: usize = 10_000;
 
+/// The whole organisation in memory. Each index is shared until written (`Arc::make_mut`), so
+/// a copy (PreviewPolicy's) costs a few reference counts, and writing to it copies only the
+/// indexes it changes.
 #[derive(Debug, Default, Clone)]
 pub struct State {
-    users: HashMap<String, User>,
-    groups: HashMap<String, Group>,
+    users: Arc<HashMap<String, User>>,
+    groups: Arc<HashMap<String, Group>>,
     /// member id (user or device) → ids of the groups it belongs to
-    member_of: HashMap<String, Vec<String>>,
-    devices: HashMap<String, Device>,
-    devices_by_user: HashMap<String, Vec<String>>,
-    devices_by_serial: HashMap<String, Vec<String>>,
+    member_of: Arc<HashMap<String, Vec<String>>>,
+    devices: Arc<HashMap<String, Device>>,
+    devices_by_user: Arc<HashMap<String, Vec<String>>>,
+    devices_by_serial: Arc<HashMap<String, Vec<String>>>,
     policies: BTreeMap<String, Policy>,
     assignments: HashMap<String, Assignment>,
     connector: Connector,
@@ -118,11 +122,11 @@ pub struct State {
     /// device id → (policy id → its failure of that policy). Kept when a device record is
     /// deleted, so that the Mac's next report continues its failures rather than starting them
     /// afresh.
-    failing: HashMap<String, BTreeMap<String, Failure>>,
+    failing: Arc<HashMap<String, BTreeMap<String, Failure>>>,
     heartbeat: Option<Timestamp>,
-    slots: Slots,
+    slots: Arc<Slots>,
     /// user group id → its members' slots
-    group_slots: HashMap<String, Vec<u32>>,
+    group_slots: Arc<HashMap<String, Vec<u32>>>,
 }
 
 static EMPTY: Vec<String> = Vec::new();
@@ -214,39 +218,39 @@ impl State {
         match change {
             Change::PutUser(user) => {
                 let touched = self.devices_of_users([user.id.as_str()]);
-                let slot = self.slots.slot(&user.id);
-                self.slots.is_user[slot] = true;
-                self.users.insert(user.id.clone(), user);
+                let slot = Arc::make_mut(&mut self.slots).slot(&user.id);
+                Arc::make_mut(&mut self.slots).is_user[slot] = true;
+                Arc::make_mut(&mut self.users).insert(user.id.clone(), user);
                 touched
             }
             Change::DeleteUser(id) => {
                 let touched = self.devices_of_users([id.as_str()]);
-                let slot = self.slots.slot(&id);
-                self.slots.is_user[slot] = false;
-                self.users.remove(&id);
+                let slot = Arc::make_mut(&mut self.slots).slot(&id);
+                Arc::make_mut(&mut self.slots).is_user[slot] = false;
+                Arc::make_mut(&mut self.users).remove(&id);
                 touched
             }
             Change::PutGroup(group) => {
-                let old = self.groups.remove(&group.id);
+                let old = Arc::make_mut(&mut self.groups).remove(&group.id);
                 let mut touched = self.group_touch(old.as_ref());
                 touched.merge(self.group_touch(Some(&group)));
                 if let Some(old) = &old {
                     self.unindex_members(old);
                 }
                 for m in &group.members {
-                    self.member_of.entry(m.clone()).or_default().push(group.id.clone());
+                    Arc::make_mut(&mut self.member_of).entry(m.clone()).or_default().push(group.id.clone());
                 }
-                self.group_slots.remove(&group.id);
+                Arc::make_mut(&mut self.group_slots).remove(&group.id);
                 if group.kind == GroupKind::User {
-                    let slots = group.members.iter().map(|m| self.slots.slot(m) as u32).collect();
-                    self.group_slots.insert(group.id.clone(), slots);
+                    let slots = group.members.iter().map(|m| Arc::make_mut(&mut self.slots).slot(m) as u32).collect();
+                    Arc::make_mut(&mut self.group_slots).insert(group.id.clone(), slots);
                 }
-                self.groups.insert(group.id.clone(), group);
+                Arc::make_mut(&mut self.groups).insert(group.id.clone(), group);
                 touched
             }
-            Change::DeleteGroup(id) => match self.groups.remove(&id) {
+            Change::DeleteGroup(id) => match Arc::make_mut(&mut self.groups).remove(&id) {
                 Some(old) => {
-                    self.group_slots.remove(&id);
+                    Arc::make_mut(&mut self.group_slots).remove(&id);
                     self.unindex_members(&old);
                     self.group_touch(Some(&old))
                 }
@@ -254,22 +258,26 @@ impl State {
             },
             Change::PutDevice(device) => {
                 let mut touched = Touched::default();
-                if let Some(old) = self.devices.remove(&device.id) {
+                if let Some(old) = Arc::make_mut(&mut self.devices).remove(&device.id) {
                     touched.devices.extend(self.devices_with_serial(&old.serial_number).iter().cloned());
                     self.unindex_device(&old);
                 }
-                let slot = self.slots.slot(&device.user_id);
-                self.slots.devices[slot] += 1;
-                self.devices_by_user.entry(device.user_id.clone()).or_default().push(device.id.clone());
-                let same_serial = self.devices_by_serial.entry(device.serial_number.clone()).or_default();
+                let slot = Arc::make_mut(&mut self.slots).slot(&device.user_id);
+                Arc::make_mut(&mut self.slots).devices[slot] += 1;
+                Arc::make_mut(&mut self.devices_by_user)
+                    .entry(device.user_id.clone())
+                    .or_default()
+                    .push(device.id.clone());
+                let same_serial =
+                    Arc::make_mut(&mut self.devices_by_serial).entry(device.serial_number.clone()).or_default();
                 same_serial.push(device.id.clone());
                 touched.devices.extend(same_serial.iter().cloned());
-                self.devices.insert(device.id.clone(), device);
+                Arc::make_mut(&mut self.devices).insert(device.id.clone(), device);
                 touched
             }
             Change::DeleteDevice(id) => {
                 let mut touched = Touched::default();
-                if let Some(old) = self.devices.remove(&id) {
+                if let Some(old) = Arc::make_mut(&mut self.devices).remove(&id) {
                     touched.devices.extend(self.devices_with_serial(&old.serial_number).iter().cloned());
                     self.unindex_device(&old);
                 }
@@ -282,7 +290,7 @@ impl State {
             Change::DeletePolicy(id) => {
                 self.policies.remove(&id);
                 self.assignments.remove(&id);
-                self.failing.retain(|_, f| {
+                Arc::make_mut(&mut self.failing).retain(|_, f| {
                     f.remove(&id);
                     !f.is_empty()
                 });
@@ -306,14 +314,14 @@ impl State {
                 Touched { all: true, ..Touched::default() }
             }
             Change::PutFailing { device_id, policy_id, failure } => {
-                self.failing.entry(device_id.clone()).or_default().insert(policy_id, failure);
+                Arc::make_mut(&mut self.failing).entry(device_id.clone()).or_default().insert(policy_id, failure);
                 Touched { all: false, devices: HashSet::from([device_id]) }
             }
             Change::DeleteFailing { device_id, policy_id } => {
-                if let Some(f) = self.failing.get_mut(&device_id) {
+                if let Some(f) = Arc::make_mut(&mut self.failing).get_mut(&device_id) {
                     f.remove(&policy_id);
                     if f.is_empty() {
-                        self.failing.remove(&device_id);
+                        Arc::make_mut(&mut self.failing).remove(&device_id);
                     }
                 }
                 Touched { all: false, devices: HashSet::from([device_id]) }
@@ -350,15 +358,15 @@ impl State {
     }
 
     fn unindex_device(&mut self, old: &Device) {
-        remove_from(&mut self.devices_by_user, &old.user_id, &old.id);
-        remove_from(&mut self.devices_by_serial, &old.serial_number, &old.id);
-        let slot = self.slots.slot(&old.user_id);
-        self.slots.devices[slot] -= 1;
+        remove_from(Arc::make_mut(&mut self.devices_by_user), &old.user_id, &old.id);
+        remove_from(Arc::make_mut(&mut self.devices_by_serial), &old.serial_number, &old.id);
+        let slot = Arc::make_mut(&mut self.slots).slot(&old.user_id);
+        Arc::make_mut(&mut self.slots).devices[slot] -= 1;
     }
 
     fn unindex_members(&mut self, group: &Group) {
         for m in &group.members {
-            remove_from(&mut self.member_of, m, &group.id);
+            remove_from(Arc::make_mut(&mut self.member_of), m, &group.id);
         }
     }
 }

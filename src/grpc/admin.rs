@@ -164,13 +164,21 @@ impl AdminService for Handlers {
         self.readable(&req, req.get_ref().min_revision).await?;
         // The assignment's groups are checked against the directory by the engine, as
         // AssignPolicy's are: the field is within the draft's.
-        let within = |e: Error| match draft {
-            Draft::Assignment { .. } => e.within("assign_policy"),
-            Draft::Policy { .. } => e.within("policy"),
-            _ => e,
+        let within = match draft {
+            Draft::Assignment { .. } => Some("assign_policy"),
+            Draft::Policy { .. } => Some("policy"),
+            _ => None,
         };
-        let (mut resp, revision) =
-            self.engine.preview(&draft, max_devices, outgoing::preview_policy).map_err(within)?;
+        // Deciding every Mac twice takes a while: off the runtime's threads, so that the calls
+        // beside it are not held up.
+        let engine = self.engine.clone();
+        let previewed =
+            tokio::task::spawn_blocking(move || engine.preview(&draft, max_devices, outgoing::preview_policy)).await;
+        let previewed = previewed.map_err(|e| Error::Unavailable(format!("the preview did not finish: {e}")))?;
+        let (mut resp, revision) = previewed.map_err(|e| match within {
+            Some(field) => e.within(field),
+            None => e,
+        })?;
         resp.revision = revision;
         Ok(Response::new(resp))
     }
