@@ -1,6 +1,7 @@
 //! PreviewPolicy at 100,000 Macs: every Mac decided as it is and as it would be with a draft
 //! saved. Baselines from the same run: one pass deciding every Mac (what CheckAccess does for
-//! each on a cache miss) and a plain copy of the state (which the preview makes).
+//! each on a cache miss, on one thread) and a copy of the state (which the preview makes; its
+//! indexes are shared until written).
 //!
 //!   cargo bench -p posture-bench --bench preview
 
