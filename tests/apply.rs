@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::Output;
 
 use common::binary::Served;
+use common::pki::{self, Ca};
 use posture::manifest::files;
 use posture::proto::{self as pb, admin_service_client::AdminServiceClient};
 
@@ -23,10 +24,14 @@ async fn demo() -> (Served, tempfile::TempDir) {
 
 /// `posture ARGS… --server` this server, with the demo's admin secret.
 fn posture(served: &Served, args: &[&str]) -> Output {
+    posture_at(&format!("http://{}", served.addr), args)
+}
+
+fn posture_at(server: &str, args: &[&str]) -> Output {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_posture"))
         .args(args)
         .arg("--server")
-        .arg(format!("http://{}", served.addr))
+        .arg(server)
         .env("POSTURE_TOKEN", DEMO_ADMIN)
         .env_remove("RUST_BACKTRACE")
         .output()
@@ -212,5 +217,43 @@ async fn the_example_files_are_the_demo_organisation() {
     let (served, _data) = demo().await;
     let applied = posture(&served, &["apply", "-f", examples.to_str().unwrap(), "--prune"]);
     assert!(applied.status.success() && text(&applied.stdout).contains("no changes"), "{}", text(&applied.stdout));
+    served.stop().await;
+}
+
+/// Over mutual TLS: the server's CA and this client's certificate from files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_and_export_speak_mutual_tls() {
+    let files_dir = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let (server_ca, client_ca) = (Ca::new("server CA"), Ca::new("client CA"));
+    let (server, client) = (server_ca.server(), client_ca.issue(&["apply"], None));
+    let at = |name: &str, text: &str| pki::write(files_dir.path(), name, text).to_str().unwrap().to_string();
+    let (cert, key, clients) =
+        (at("server.crt", &server.cert), at("server.key", &server.key), at("clients.crt", &client_ca.pem));
+    let (ca, client_cert, client_key) =
+        (at("ca.crt", &server_ca.pem), at("client.crt", &client.cert), at("client.key", &client.key));
+    let args = [
+        "--demo",
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--tls-client-ca",
+        &clients,
+    ];
+    let served = Served::start_tls(&args, "warn", Some(pki::client_tls(&[&server_ca], Some(&client)))).await;
+    let url = format!("https://localhost:{}", served.addr.port());
+    let exported = files_dir.path().join("org.yaml");
+    let tls = ["--ca-cert", ca.as_str(), "--client-cert", client_cert.as_str(), "--client-key", client_key.as_str()];
+    let export = posture_at(&url, &[&["export", "-o", exported.to_str().unwrap()][..], &tls].concat());
+    assert!(export.status.success());
+    let apply = posture_at(&url, &[&["apply", "-f", exported.to_str().unwrap()][..], &tls].concat());
+    assert!(apply.status.success() && text(&apply.stdout).contains("no changes"), "{}", text(&apply.stdout));
+    // Without this client's certificate the server refuses the connection, and apply says so.
+    let refused = posture_at(&url, &["apply", "-f", exported.to_str().unwrap(), "--ca-cert", ca.as_str()]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(text(&refused.stderr).starts_with("posture apply: "), "{}", text(&refused.stderr));
     served.stop().await;
 }
