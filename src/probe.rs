@@ -79,7 +79,7 @@ async fn connect(addr: &str, timeout: Duration) -> Result<Channel, ProbeError> {
 }
 
 /// An error and its causes on one line: "transport error: tcp connect error: Connection refused".
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

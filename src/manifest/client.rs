@@ -103,7 +103,18 @@ pub async fn current(admin: &mut Admin) -> anyhow::Result<Current> {
     })
 }
 
-/// A refused call as an error a person can act on.
+/// A refused call as an error a person can act on: the status, and for a broken connection
+/// what broke it (a TLS alert, say).
 pub fn refused(status: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{}: {}", crate::error::code_name(status.code()), status.message())
+    let code = crate::error::code_name(status.code());
+    match std::error::Error::source(&status) {
+        Some(cause) => {
+            let chain = crate::probe::error_chain(cause);
+            match chain.starts_with(status.message()) {
+                true => anyhow::anyhow!("{code}: {chain}"),
+                false => anyhow::anyhow!("{code}: {}: {chain}", status.message()),
+            }
+        }
+        None => anyhow::anyhow!("{code}: {}", status.message()),
+    }
 }
