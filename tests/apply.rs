@@ -251,10 +251,12 @@ async fn apply_and_export_speak_mutual_tls() {
     assert!(export.status.success());
     let apply = posture_at(&url, &[&["apply", "-f", exported.to_str().unwrap()][..], &tls].concat());
     assert!(apply.status.success() && text(&apply.stdout).contains("no changes"), "{}", text(&apply.stdout));
-    // Without this client's certificate the server refuses the connection, and apply says so.
+    // Without this client's certificate the server refuses the connection, and apply says so
+    // (TLS 1.3 sends the refusal after the handshake: what the client reads first varies, the
+    // server's alert or the closed connection).
     let refused = posture_at(&url, &["apply", "-f", exported.to_str().unwrap(), "--ca-cert", ca.as_str()]);
     assert_eq!(refused.status.code(), Some(1));
     let said = text(&refused.stderr);
-    assert!(said.starts_with("posture apply: ") && said.contains("Certificate"), "{said}");
+    assert!(said.starts_with("posture apply: ") && (said.contains("Certificate") || said.contains("closed")), "{said}");
     served.stop().await;
 }
