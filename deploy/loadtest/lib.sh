@@ -18,3 +18,15 @@ start_server() {
 }
 
 rss_mib() { echo $(( $(awk '/VmRSS/{print $2}' "/proc/$1/status") / 1024 )); }
+
+# rps H2LOAD_OUTPUT: the requests per second h2load reports ("finished in …, N req/s").
+rps() { awk '/^finished in/{gsub(",","");print $4}' "$1"; }
+
+# percentiles LOG: p50 p99 p99.9 and the maximum of the durations (µs, third column) in an
+# h2load --log-file, and how many requests it holds.
+percentiles() {
+  sort -n -k3 "$1" | awk '{d[NR]=$3} END{printf "p50=%dus p99=%dus p99.9=%dus max=%dus n=%d", d[int(NR*0.5)], d[int(NR*0.99)], d[int(NR*0.999)], d[NR], NR}'
+}
+
+# p999 LOG: the p99.9 duration alone (µs).
+p999() { sort -n -k3 "$1" | awk '{d[NR]=$3} END{print d[int(NR*0.999)]}'; }

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Load benchmark: CheckAccess against grpc.health.v1.Health/Check (the framework's floor),
-# with h2load in the same run and the same settings, then an open-loop run of CheckAccess at
-# 50% and 80% of the measured peak. Everything listens on 127.0.0.1 and stops by itself.
+# Load benchmark: CheckAccess (an allowed Mac, and one denied by 4 policies) against
+# grpc.health.v1.Health/Check (the framework's floor), with h2load in the same run and the same
+# settings; then CheckAccess and Health/Check at the same fixed rates (h2load --rps, 50% and
+# 80% of CheckAccess's peak) with a per-request log for p50, p99 and p99.9. The server runs on
+# core 1, h2load on core 0. Everything listens on 127.0.0.1 and stops by itself.
 #
 #   deploy/loadtest/run.sh                      # defaults below
 #   DEVICES=1000000 USERS=1000000 GROUP_COUNT=100000 REQUESTS=1000000 deploy/loadtest/run.sh
@@ -15,20 +17,20 @@ GROUP_COUNT=${GROUP_COUNT:-10000}
 REQUESTS=${REQUESTS:-400000}     # per h2load run
 CLIENTS=${CLIENTS:-16}           # h2load -c
 STREAMS=${STREAMS:-32}           # h2load -m (concurrent streams per connection)
-OPEN_SECONDS=${OPEN_SECONDS:-20} # per open-loop run
+RATE_SECONDS=${RATE_SECONDS:-20} # per fixed-rate run
 PORT=${PORT:-50561}
 SECRET=load-gateway
 
 command -v h2load >/dev/null || { echo "installing h2load (nghttp2-client)"; apt-get install -y nghttp2-client >/dev/null; }
 cargo build --release --quiet --workspace
-BIN=target/release/posture
+BIN="taskset -c 1 target/release/posture"
 BENCH=target/release/posture-bench
 WORK=$(mktemp -d)
 SERVER=
 cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr)"
+echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr); server on core 1, h2load on core 0"
 echo "== generating $DEVICES devices, $USERS users, $GROUP_COUNT groups"
 /usr/bin/time -f "generate: %e s, %M KiB max RSS" \
   $BENCH generate --data-dir "$WORK/data" --devices "$DEVICES" --users "$USERS" --groups "$GROUP_COUNT" 2>&1 | grep -v INFO
@@ -55,36 +57,35 @@ open(f"{work}/denied.bin", "wb").write(frame(field(1, "user-0000001") + field(2,
 open(f"{work}/health.bin", "wb").write(frame(b""))
 PY
 
-h2() { # $1 path, $2 body, extra headers follow
+h2() { # $1 path, $2 body, extra h2load options follow (-n REQUESTS unless a rate is given)
   local path=$1 body=$2; shift 2
-  h2load -n "$REQUESTS" -c "$CLIENTS" -m "$STREAMS" -t 1 -d "$body" \
+  taskset -c 0 h2load -c "$CLIENTS" -m "$STREAMS" -t 1 -d "$body" \
     -H 'content-type: application/grpc' -H 'te: trailers' "$@" "http://127.0.0.1:$PORT$path"
 }
-rps() { awk '/^finished in/{gsub(",","");print $4}' "$1"; }
 
 echo "== warm-up"
-h2 /posture.v1.ComplianceService/CheckAccess "$WORK/check.bin" -H "authorization: Bearer $SECRET" >/dev/null
+h2 /posture.v1.ComplianceService/CheckAccess "$WORK/check.bin" -n "$REQUESTS" -H "authorization: Bearer $SECRET" >/dev/null
 echo "== h2load: -n $REQUESTS -c $CLIENTS -m $STREAMS -t 1"
-h2 /grpc.health.v1.Health/Check "$WORK/health.bin" | tee "$WORK/health.txt" | grep -E "^(finished|requests|time for request)"
-h2 /posture.v1.ComplianceService/CheckAccess "$WORK/check.bin" -H "authorization: Bearer $SECRET" \
+h2 /grpc.health.v1.Health/Check "$WORK/health.bin" -n "$REQUESTS" | tee "$WORK/health.txt" | grep -E "^(finished|requests|time for request)"
+h2 /posture.v1.ComplianceService/CheckAccess "$WORK/check.bin" -n "$REQUESTS" -H "authorization: Bearer $SECRET" \
   | tee "$WORK/check.txt" | grep -E "^(finished|requests|time for request)"
-h2 /posture.v1.ComplianceService/CheckAccess "$WORK/denied.bin" -H "authorization: Bearer $SECRET" \
+h2 /posture.v1.ComplianceService/CheckAccess "$WORK/denied.bin" -n "$REQUESTS" -H "authorization: Bearer $SECRET" \
   | tee "$WORK/denied.txt" | grep -E "^(finished|requests|time for request)"
 health=$(rps "$WORK/health.txt"); check=$(rps "$WORK/check.txt"); denied=$(rps "$WORK/denied.txt")
 echo "RESULT health_rps=$health check_access_rps=$check ratio=$(awk "BEGIN{printf \"%.3f\", $check / $health}")"
 echo "RESULT check_access_denied_rps=$denied ratio=$(awk "BEGIN{printf \"%.3f\", $denied / $health}")"
 
-# The open loop uses posture's own tonic client, which shares the 2 cores with the server, so
-# its rates are fractions of the peak *this client* reaches (closed loop), measured here.
-echo "== closed loop (tonic client, 64 callers, ${OPEN_SECONDS}s): this client's peak"
-peak_line=$($BENCH loadgen check --target "http://127.0.0.1:$PORT" --rate 0 --concurrency 64 --duration "$OPEN_SECONDS" \
-  --devices "$DEVICES" --users "$USERS" --token "$SECRET" --connections 4)
-echo "$peak_line"
-peak=$(echo "$peak_line" | sed -n 's/.*achieved=\([0-9]*\).*/\1/p')
+# Tail latency at fixed rates: CheckAccess and Health/Check each at the same rate, in turn.
 for pct in 50 80; do
-  rate=$(awk "BEGIN{printf \"%d\", $peak * $pct / 100}")
-  echo "== open loop at $pct% of the client's peak ($rate/s for ${OPEN_SECONDS}s)"
-  $BENCH loadgen check --target "http://127.0.0.1:$PORT" --rate "$rate" --duration "$OPEN_SECONDS" \
-    --devices "$DEVICES" --users "$USERS" --token "$SECRET" --connections 4
+  rate=$(awk "BEGIN{printf \"%d\", $check * $pct / 100}")
+  per_client=$(( rate / CLIENTS ))
+  echo "== $pct% of CheckAccess's peak: $rate/s (--rps $per_client per connection) for ${RATE_SECONDS}s each"
+  h2 /posture.v1.ComplianceService/CheckAccess "$WORK/check.bin" -H "authorization: Bearer $SECRET" \
+    --rps "$per_client" -D "$RATE_SECONDS" --log-file "$WORK/check-$pct.log" >"$WORK/check-$pct.txt"
+  h2 /grpc.health.v1.Health/Check "$WORK/health.bin" \
+    --rps "$per_client" -D "$RATE_SECONDS" --log-file "$WORK/health-$pct.log" >"$WORK/health-$pct.txt"
+  echo "RESULT rate=$pct% check_access $(rps "$WORK/check-$pct.txt")/s $(percentiles "$WORK/check-$pct.log")"
+  echo "RESULT rate=$pct% health       $(rps "$WORK/health-$pct.txt")/s $(percentiles "$WORK/health-$pct.log")"
+  echo "RESULT rate=$pct% p99.9 ratio check_access/health=$(awk "BEGIN{printf \"%.2f\", $(p999 "$WORK/check-$pct.log") / $(p999 "$WORK/health-$pct.log")}") (goal <= 1.10)"
 done
 echo "== resident at the end: $(rss_mib $SERVER) MiB"

@@ -67,13 +67,10 @@ h2() { # $1 port, $2 path, $3 body, extra h2load options follow
   taskset -c 0 h2load -c "$CLIENTS" -m "$STREAMS" -t 1 -d "$body" \
     -H 'content-type: application/grpc' -H 'te: trailers' "$@" "http://127.0.0.1:$port$path"
 }
-rps() { awk '/^finished in/{gsub(",","");print $4}' "$1"; }
 median() { sort -g | awk '{v[NR]=$1} END{print v[int((NR+1)/2)]}'; }
 # CPU time the process has used, in clock ticks (utime + stime, every thread).
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICK_US=$(( 1000000 / $(getconf CLK_TCK) ))
-# p50 p99 p99.9 of the durations (µs, third column) in an h2load --log-file.
-percentiles() { sort -n -k3 "$1" | awk '{d[NR]=$3} END{printf "p50=%dus p99=%dus p99.9=%dus n=%d", d[int(NR*0.5)], d[int(NR*0.99)], d[int(NR*0.999)], NR}'; }
 AUTH="authorization: Bearer $SECRET"
 HEALTH=/grpc.health.v1.Health/Check
 CHECK=/posture.v1.ComplianceService/CheckAccess

@@ -9,6 +9,7 @@
 #   deploy/reliability/overload.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. deploy/loadtest/lib.sh
 
 SECONDS_EACH=${SECONDS_EACH:-10}
 CLIENTS=${CLIENTS:-64}           # h2load -c at fixed rates
@@ -62,8 +63,6 @@ h2() { # path body, then h2load options
   taskset -c 0 h2load -t 1 -d "$body" -H 'content-type: application/grpc' -H 'te: trailers' \
     -H 'authorization: Bearer demo-gateway' "$@" "http://127.0.0.1:$PORT$path"
 }
-rps() { awk '/^finished in/{gsub(",","");print int($4)}' "$1"; }
-percentiles() { sort -n -k3 "$1" | awk '{d[NR]=$3} END{printf "p50=%dus p99=%dus p99.9=%dus max=%dus", d[int(NR*0.5)], d[int(NR*0.99)], d[int(NR*0.999)], d[NR]}'; }
 rss_kib() { awk '/VmRSS/{print $2}' "/proc/$SERVER/status"; }
 shed() { curl -s "127.0.0.1:$METRICS_PORT/metrics" | awk '/^posture_shed_calls_total/{print $2}'; }
 CHECK=/posture.v1.ComplianceService/CheckAccess
@@ -72,7 +71,7 @@ HEALTH=/grpc.health.v1.Health/Check
 h2 $CHECK "$WORK/check.bin" -n 50000 -c 16 -m 32 >/dev/null # warm-up
 h2 $CHECK "$WORK/check.bin" -n 200000 -c 16 -m 32 >"$WORK/peak-check.txt"
 h2 $HEALTH "$WORK/health.bin" -n 200000 -c 16 -m 32 >"$WORK/peak-health.txt"
-PEAK=$(rps "$WORK/peak-check.txt")
+PEAK=$(rps "$WORK/peak-check.txt" | cut -d. -f1)
 echo "RESULT peak (saturation, -c 16 -m 32): check_access_rps=$PEAK health_rps=$(rps "$WORK/peak-health.txt")"
 
 run() { # name path body multiple

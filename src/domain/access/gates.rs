@@ -194,13 +194,15 @@ impl Gates {
             StateCause::NoPolicy(NoPolicyTreatment::Compliant) => {}
             StateCause::Policies => {
                 for p in &eval.policies {
-                    let failing: Vec<String> = p
+                    // The settings by name only: the answer to every sign-in stays short, and
+                    // EvaluateDevice gives each one's expected and actual values.
+                    let failing: Vec<&str> = p
                         .settings
                         .iter()
                         .filter(|s| s.state == ComplianceState::Noncompliant || s.state == ComplianceState::Error)
-                        .map(|s| format!("{} (expected {}, actual {})", s.setting, s.expected, s.actual))
+                        .map(|s| s.setting)
                         .collect();
-                    let list = failing.join("; ");
+                    let list = failing.join(", ");
                     let name = &p.policy.name;
                     match p.state {
                         ComplianceState::InGracePeriod => self.add(
