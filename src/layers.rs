@@ -162,7 +162,10 @@ pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
 /// The codec's answers to a request that is not a message, which blame the server (INTERNAL)
 /// or the range of something (OUT_OF_RANGE), put as what they are: the caller sent bytes that
 /// are not a valid message (INVALID_ARGUMENT), or one larger than the server takes
-/// (RESOURCE_EXHAUSTED). posture's own errors never use INTERNAL, nor these messages.
+/// (RESOURCE_EXHAUSTED); and a request whose client went away before sending it whole
+/// (UNKNOWN), as the cancelled call it is (CANCELLED), so that the metrics and the logs do not
+/// count it as posture's failure. posture's own errors never use INTERNAL or UNKNOWN, nor
+/// these messages.
 fn wire_errors(mut response: Response<Body>) -> Response<Body> {
     let headers = response.headers();
     let (Some(code), Some(message)) = (headers.get("grpc-status"), headers.get("grpc-message")) else {
@@ -177,6 +180,9 @@ fn wire_errors(mut response: Response<Body>) -> Response<Body> {
                 || message.starts_with("Unexpected EOF decoding stream") =>
         {
             Status::invalid_argument(format!("the request is not a valid message: {message}"))
+        }
+        Some(Code::Unknown) if message.starts_with("h2 protocol error: error reading a body from connection") => {
+            Status::cancelled(format!("the client went away before sending its whole request: {message}"))
         }
         Some(Code::OutOfRange) if message.starts_with("Error, decoded message length too large") => {
             Status::resource_exhausted(format!("the request is larger than this server accepts: {message}"))
@@ -221,4 +227,27 @@ fn percent_encode(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(code: Code, message: &str) -> Response<Body> {
+        Status::new(code, message).into_http()
+    }
+
+    fn code_of(response: &Response<Body>) -> Code {
+        Code::from_bytes(response.headers()["grpc-status"].as_bytes())
+    }
+
+    #[test]
+    fn a_request_its_client_abandoned_counts_as_cancelled_and_posture_s_own_unknown_stays() {
+        let abandoned = wire_errors(answer(Code::Unknown, "h2 protocol error: error reading a body from connection"));
+        assert_eq!(code_of(&abandoned), Code::Cancelled);
+        let other = wire_errors(answer(Code::Unknown, "something else"));
+        assert_eq!(code_of(&other), Code::Unknown);
+        let undecodable = wire_errors(answer(Code::Internal, "failed to decode Protobuf message: x"));
+        assert_eq!(code_of(&undecodable), Code::InvalidArgument);
+    }
 }

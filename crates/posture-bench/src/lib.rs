@@ -5,3 +5,4 @@ pub mod load;
 pub mod loadgen;
 pub mod sink;
 pub mod synthetic;
+pub mod writers;

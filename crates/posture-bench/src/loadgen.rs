@@ -25,6 +25,8 @@ pub enum Load {
     Ingest(IngestArgs),
     /// Write through one replica, read through another: visibility lag percentiles
     Lag(LagArgs),
+    /// Paced reports, admin writes and Watch streams beside a read load (the soak): failures
+    Writers(crate::writers::WritersArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -84,7 +86,7 @@ fn report(i: usize, users: usize, now: i64, variant: u64) -> pb::DeviceReport {
     }
 }
 
-fn now_secs() -> i64 {
+pub(crate) fn now_secs() -> i64 {
     use posture::clock::Clock;
     posture::clock::SystemClock.now().0
 }

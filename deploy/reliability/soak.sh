@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The soak, in release: SECONDS (default 600) at RATE_PCT (default 70) % of CheckAccess's
+# measured peak, with reports, admin writes and Watch streams beside it. The server on core 1,
+# the load (h2load and `posture-bench loadgen writers`) on core 0. Every call's status comes
+# from the server's /metrics; memory, threads and open files are sampled after a warm-up (a
+# tenth of the run, at most a minute) and at the end.
+#
+#   deploy/reliability/soak.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+. deploy/loadtest/lib.sh
+
+DEVICES=${DEVICES:-100000}
+USERS=${USERS:-100000}
+GROUP_COUNT=${GROUP_COUNT:-10000}
+SOAK_SECONDS=${SOAK_SECONDS:-600}
+RATE_PCT=${RATE_PCT:-70}
+CLIENTS=${CLIENTS:-16}
+STREAMS=${STREAMS:-32}
+PORT=${PORT:-50691}
+METRICS_PORT=${METRICS_PORT:-50692}
+
+command -v h2load >/dev/null || { echo "installing h2load (nghttp2-client)"; apt-get install -y nghttp2-client >/dev/null; }
+cargo build --release --quiet -p posture -p posture-bench --bins
+BIN="taskset -c 1 ${CARGO_TARGET_DIR:-target}/release/posture"
+BENCH="taskset -c 0 ${CARGO_TARGET_DIR:-target}/release/posture-bench"
+WORK=$(mktemp -d)
+SERVER=
+cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr); server on core 1, load on core 0"
+$BENCH generate --data-dir "$WORK/data" --devices "$DEVICES" --users "$USERS" --groups "$GROUP_COUNT" 2>&1 | grep -v INFO || true
+python3 - "$WORK" <<'PY'
+import struct, sys
+def frame(msg): return b"\0" + struct.pack(">I", len(msg)) + msg
+def field(n, s): b = s.encode(); return bytes([n << 3 | 2, len(b)]) + b
+open(f"{sys.argv[1]}/check.bin", "wb").write(frame(field(1, "user-0000002") + field(2, "mac-0000002")))
+PY
+start_server "$WORK/server.log" --listen 127.0.0.1:$PORT --data-dir "$WORK/data" --metrics-listen 127.0.0.1:$METRICS_PORT
+h2() { taskset -c 0 h2load -c "$CLIENTS" -m "$STREAMS" -t 1 -d "$WORK/check.bin" -H 'content-type: application/grpc' \
+  -H 'te: trailers' "$@" "http://127.0.0.1:$PORT/posture.v1.ComplianceService/CheckAccess"; }
+sample() { echo "$(awk '/VmRSS/{print $2}' "/proc/$SERVER/status") $(awk '/Threads/{print $2}' "/proc/$SERVER/status") $(ls "/proc/$SERVER/fd" | wc -l)"; }
+# calls ok|failed|cancelled: the server's count of calls answered OK, failed, or cancelled by
+# their clients (h2load abandons the calls in flight when it stops).
+calls() { curl -s "127.0.0.1:$METRICS_PORT/metrics" | awk -v want="$1" '/^posture_calls_total/ {
+  kind = ($0 ~ /code="OK"/) ? "ok" : ($0 ~ /code="CANCELLED"/) ? "cancelled" : "failed"
+  if (kind == want) n += $NF } END {printf "%d", n}'; }
+
+h2 -n 100000 >/dev/null # warm-up
+peak=$(h2 -n 300000 | awk '/^finished in/{gsub(",","");print int($4)}')
+rate=$(( peak * RATE_PCT / 100 ))
+echo "== peak $peak/s; soak at $RATE_PCT%: $rate/s for ${SOAK_SECONDS}s, with reports, admin writes and 2 Watch streams"
+failed_before=$(calls failed)
+h2 --rps $(( rate / CLIENTS )) -D "$SOAK_SECONDS" >"$WORK/reads.txt" &
+READS=$!
+$BENCH loadgen writers --target "http://127.0.0.1:$PORT" --duration "$SOAK_SECONDS" \
+  --devices "$DEVICES" --users "$USERS" >"$WORK/writers.txt" &
+WRITERS=$!
+warm=$(( SOAK_SECONDS / 10 < 60 ? SOAK_SECONDS / 10 : 60 ))
+sleep "$warm"
+first=$(sample)
+# The last sample while the load still runs (its connections open), five seconds before the end.
+tail=$(( SOAK_SECONDS - warm - 5 ))
+[ "$tail" -gt 0 ] && sleep "$tail"
+last=$(sample)
+wait $READS $WRITERS
+read -r rss0 threads0 fds0 <<<"$first"
+read -r rss1 threads1 fds1 <<<"$last"
+echo "RESULT reads: $(grep -E '^finished in' "$WORK/reads.txt" | cut -d, -f2 | xargs) $(grep -E '^requests:' "$WORK/reads.txt" | tr -d ',' | awk '{print "done=" $6, "http_failed=" $10}')"
+echo "RESULT writers: $(cat "$WORK/writers.txt")"
+echo "RESULT calls failed during the soak: $(( $(calls failed) - failed_before )); OK $(calls ok); cancelled by their clients $(calls cancelled)"
+curl -s "127.0.0.1:$METRICS_PORT/metrics" | grep '^posture_calls_total' | grep -v 'code="OK"' || true
+echo "RESULT resident ${rss0} -> ${rss1} kB ($(awk "BEGIN{printf \"%+.1f\", ($rss1 - $rss0) * 100 / $rss0}") %), threads $threads0 -> $threads1, open files $fds0 -> $fds1"
