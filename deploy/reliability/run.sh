@@ -16,4 +16,5 @@ cargo test --test full_disk -- --include-ignored --nocapture
 cargo test --test shutdown -- --nocapture
 POSTURE_OVERLOAD_SECS="${POSTURE_OVERLOAD_SECS:-60}" cargo test --test overload overload -- --nocapture
 POSTURE_SOAK_SECS="${POSTURE_SOAK_SECS:-600}" cargo test --test overload soak -- --ignored --nocapture
+deploy/reliability/soak.sh
 deploy/reliability/overload.sh
