@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The soak, in release: SECONDS (default 600) at RATE_PCT (default 70) % of CheckAccess's
+# The soak, in release: SOAK_SECONDS (default 600) at RATE_PCT (default 70) % of CheckAccess's
 # measured peak, with reports, admin writes and Watch streams beside it. The server on core 1,
 # the load (h2load and `posture-bench loadgen writers`) on core 0. Every call's status comes
-# from the server's /metrics; memory, threads and open files are sampled after a warm-up (a
-# tenth of the run, at most a minute) and at the end.
+# from the server's /metrics; memory, threads and open files are sampled every minute, and
+# growth is measured over the second half of the run (the Watch journal, which keeps the last
+# 100,000 events, fills during the first).
 #
 #   deploy/reliability/soak.sh
 set -euo pipefail
@@ -57,13 +58,17 @@ READS=$!
 $BENCH loadgen writers --target "http://127.0.0.1:$PORT" --duration "$SOAK_SECONDS" \
   --devices "$DEVICES" --users "$USERS" >"$WORK/writers.txt" &
 WRITERS=$!
-warm=$(( SOAK_SECONDS / 10 < 60 ? SOAK_SECONDS / 10 : 60 ))
-sleep "$warm"
-first=$(sample)
+started=$(date +%s)
+first= last=
 # The last sample while the load still runs (its connections open), five seconds before the end.
-tail=$(( SOAK_SECONDS - warm - 5 ))
-[ "$tail" -gt 0 ] && sleep "$tail"
-last=$(sample)
+while left=$(( SOAK_SECONDS - 5 - ($(date +%s) - started) )); [ "$left" -gt 0 ]; do
+  sleep $(( left < 60 ? left : 60 ))
+  now=$(sample); elapsed=$(( $(date +%s) - started ))
+  echo "sample at ${elapsed}s: rss_kib threads fds = $now"
+  [ -z "$first" ] && [ "$elapsed" -ge $(( SOAK_SECONDS / 2 )) ] && first=$now
+  last=$now
+done
+[ -z "$first" ] && first=$last
 wait $READS $WRITERS
 read -r rss0 threads0 fds0 <<<"$first"
 read -r rss1 threads1 fds1 <<<"$last"
