@@ -33,20 +33,27 @@ fn waiting_check(revision: u64, wait: Duration) -> tonic::Request<pb::CheckAcces
     req
 }
 
+/// `count` calls through `client` waiting for `revision`, each on a task of its own.
+fn hold(
+    client: &Compliance,
+    count: usize,
+    revision: u64,
+) -> Vec<tokio::task::JoinHandle<Result<tonic::Response<pb::CheckAccessResponse>, tonic::Status>>> {
+    (0..count)
+        .map(|_| {
+            let mut compliance = client.clone();
+            tokio::spawn(async move { compliance.check_access(waiting_check(revision, Duration::from_secs(20))).await })
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_beyond_the_limit_are_shed_at_once_and_health_still_answers() {
     let server = server_with(|c| c.limits.max_concurrent_calls = 4).await;
     seed_org(&server).await;
     let written = server.report(vec![mac("mac-ada", "ada", "C02ADA0001")]).await.revision;
     // Four calls take the four places, waiting for a revision that has not come yet.
-    let held: Vec<_> = (0..4)
-        .map(|_| {
-            let mut compliance = server.compliance();
-            tokio::spawn(
-                async move { compliance.check_access(waiting_check(written + 1, Duration::from_secs(20))).await },
-            )
-        })
-        .collect();
+    let held = hold(&server.compliance(), 4, written + 1);
     tokio::time::sleep(Duration::from_millis(300)).await;
     // The excess is refused at once, saying why; health answers throughout.
     let started = Instant::now();
@@ -101,14 +108,7 @@ async fn calls_beyond_a_connections_stream_limit_wait_in_its_client_and_are_not_
     // Thirty waiting calls over one connection: the server lets ten open at once, so the
     // others wait in the client and never count against the server's limit of twenty.
     let one_connection = server.compliance();
-    let held: Vec<_> = (0..30)
-        .map(|_| {
-            let mut compliance = one_connection.clone();
-            tokio::spawn(
-                async move { compliance.check_access(waiting_check(written + 1, Duration::from_secs(20))).await },
-            )
-        })
-        .collect();
+    let held = hold(&one_connection, 30, written + 1);
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Ten places of twenty are left for other connections.
     let elsewhere = channel_to(server.addr, None);

@@ -151,7 +151,7 @@ fn plan(desired: &Desired, current: &Current, prune: bool, out: &mut String) -> 
         let Document::Policy(doc) = &located.doc else { continue };
         let want = doc.to_pb();
         let (content, assign, exists) = match stored.get(id.as_str()) {
-            None => (true, !assignment(&want).0.is_empty() || !assignment(&want).1.is_empty(), false),
+            None => (true, assignment(&want) != (vec![], vec![]), false),
             Some(was) => (content(&want)? != content(was)?, assignment(&want) != assignment(was), true),
         };
         if !content && !assign {
