@@ -87,7 +87,7 @@ mod tests {
             primary_user_id: Some("ada".into()),
             allow: true,
             state: ComplianceState::Compliant,
-            reasons: vec![],
+            reasons: Arc::new([]),
             valid_until,
         }
     }

@@ -32,6 +32,7 @@ pub struct FileConfig {
     pub max_streams_per_connection: Option<u32>,
     pub max_watch_streams: Option<usize>,
     pub max_watch_streams_per_credential: Option<usize>,
+    pub watch_retained_events: Option<usize>,
     pub reflection: Option<Reflection>,
     pub insecure: Option<bool>,
     pub tls_cert: Option<PathBuf>,
@@ -118,6 +119,10 @@ pub struct Overrides {
     /// WatchCompliance streams open at once per credential [default: 100]
     #[arg(long, env = "POSTURE_MAX_WATCH_STREAMS_PER_CREDENTIAL")]
     pub max_watch_streams_per_credential: Option<usize>,
+    /// The latest WatchCompliance events kept for streams to resume from (after_cursor); an
+    /// older cursor gets OUT_OF_RANGE and resyncs [default: 100000]
+    #[arg(long, env = "POSTURE_WATCH_RETAINED_EVENTS")]
+    pub watch_retained_events: Option<usize>,
     /// Who may use server reflection [default: public]
     #[arg(long, env = "POSTURE_REFLECTION", value_enum)]
     pub reflection: Option<Reflection>,
@@ -313,7 +318,12 @@ impl Config {
                 .max_watch_streams_per_credential
                 .or(file.max_watch_streams_per_credential)
                 .unwrap_or(watch_defaults.streams_per_credential),
+            retained_events: o
+                .watch_retained_events
+                .or(file.watch_retained_events)
+                .unwrap_or(watch_defaults.retained_events),
         };
+        anyhow::ensure!(watch.retained_events > 0, "watch_retained_events must be at least 1");
         let tls = match (
             o.tls_cert.or(file.tls_cert),
             o.tls_key.or(file.tls_key),
@@ -412,6 +422,18 @@ mod tests {
         let c = Config::layer(file, o).expect("valid");
         assert_eq!((c.log_format, c.metrics_listen.map(|a| a.port())), (LogFormat::Json, Some(9100)));
         assert!(toml::from_str::<FileConfig>("log_format = \"xml\"").is_err());
+    }
+
+    #[test]
+    fn watch_limits_layer_and_an_empty_journal_is_refused() {
+        assert_eq!(Config::defaults().watch, crate::engine::WatchLimits::default());
+        let file: FileConfig = toml::from_str("watch_retained_events = 5000\nmax_watch_streams = 10").expect("toml");
+        let o = Overrides { max_watch_streams: Some(20), ..Default::default() };
+        let c = Config::layer(file, o).expect("valid");
+        assert_eq!((c.watch.retained_events, c.watch.streams), (5000, 20));
+        let o = Overrides { watch_retained_events: Some(0), ..Default::default() };
+        let e = Config::layer(FileConfig::default(), o).expect_err("no journal").to_string();
+        assert!(e.contains("watch_retained_events"), "{e}");
     }
 
     #[test]

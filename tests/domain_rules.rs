@@ -1581,7 +1581,7 @@ fn for_user_denies_another_user_first_whatever_the_device_decision() {
         // The primary user gets the device decision unchanged.
         let own = access::for_user(&decision, "ada");
         assert_eq!(own.allow, decision.allow, "{device}");
-        assert_eq!(own.reasons, decision.reasons);
+        assert_eq!(own.reasons, &decision.reasons[..]);
         assert_eq!(own.state, decision.state);
         assert_eq!(own.valid_until, decision.valid_until);
 

@@ -263,6 +263,7 @@ async fn metrics_count_exactly_the_calls_made() {
     assert!(sample(&after, "posture_store_commit_duration_seconds_count") > 0.0, "the demo's writes committed");
     assert!(sample(&after, "posture_revision") > 0.0);
     assert_eq!(sample(&after, "posture_watch_streams"), 0.0);
+    assert!(sample(&after, "posture_runtime_tasks") > 0.0, "the server's own tasks are alive");
     assert!(after.contains("# TYPE posture_replica_lag_seconds gauge"), "{after}");
     for line in after.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
         assert!(line.starts_with("posture_"), "{line}");

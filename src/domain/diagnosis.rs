@@ -117,7 +117,7 @@ pub fn diagnose(state: &State, device_id: &str, credential: PartnerCredential, n
         }),
         PartnerCredential::LeastPrivilege | PartnerCredential::NotChecked => {}
     }
-    for r in &decision.reasons {
+    for r in decision.reasons.iter() {
         let cause = match r.code {
             ReasonCode::LicenceMissing => Cause::LicenceMissing,
             ReasonCode::NotRegisteredThroughPartner => Cause::NotRegisteredThroughPartner,

@@ -92,6 +92,7 @@ pub struct Metrics {
     replica_lag: Gauge<f64, AtomicU64>,
     watch_streams: Gauge,
     cached_decisions: Gauge,
+    tasks: Gauge,
 }
 
 /// One method's handles, resolved on first use.
@@ -165,6 +166,12 @@ impl Metrics {
         registry.register("watch_streams", "WatchCompliance streams open", watch_streams.clone());
         let cached_decisions = Gauge::default();
         registry.register("decision_cache_entries", "Decisions in the cache", cached_decisions.clone());
+        let tasks = Gauge::default();
+        registry.register(
+            "runtime_tasks",
+            "Tasks alive in the server's runtime (a steady load keeps it flat)",
+            tasks.clone(),
+        );
         Metrics {
             registry,
             calls,
@@ -179,6 +186,7 @@ impl Metrics {
             replica_lag,
             watch_streams,
             cached_decisions,
+            tasks,
         }
     }
 
@@ -223,6 +231,8 @@ impl Metrics {
         self.replica_lag.set(engine.unconfirmed_for().as_secs_f64());
         self.watch_streams.set(i64::try_from(watcher.open_streams()).unwrap_or(i64::MAX));
         self.cached_decisions.set(i64::try_from(engine.cached_decisions()).unwrap_or(i64::MAX));
+        let tasks = tokio::runtime::Handle::try_current().map_or(0, |h| h.metrics().num_alive_tasks());
+        self.tasks.set(i64::try_from(tasks).unwrap_or(i64::MAX));
         let mut out = String::new();
         match prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             Ok(()) => out,

@@ -106,12 +106,13 @@ async fn loadgen(load: Load) -> anyhow::Result<()> {
         Load::Writers(args) => {
             let r = posture_bench::writers::run(args).await?;
             println!(
-                "reports={} report_errors={} admin_writes={} admin_errors={} watch_events={} watch_errors={} first_error={:?}",
+                "reports={} report_errors={} admin_writes={} admin_errors={} watch_events={} watch_resumed={} watch_errors={} first_error={:?}",
                 r.reports,
                 r.report_errors,
                 r.admin_writes,
                 r.admin_errors,
                 r.watch_events,
+                r.watch_resumed,
                 r.watch_errors,
                 r.first_error
             );

@@ -47,6 +47,8 @@ pub struct WritersReport {
     pub admin_writes: u64,
     pub admin_errors: u64,
     pub watch_events: u64,
+    /// Streams ended for falling behind and resumed from their last cursor.
+    pub watch_resumed: u64,
     pub watch_errors: u64,
     pub first_error: Option<String>,
 }
@@ -85,10 +87,13 @@ pub async fn run(args: WritersArgs) -> anyhow::Result<WritersReport> {
         while Instant::now() < deadline {
             interval.tick().await;
             let now = crate::loadgen::now_secs();
+            // A fleet checking in: the same Macs round after round, about one in ten of them
+            // failing FileVault, drawn afresh each round. So decisions change (Watch streams get
+            // events) while the organisation's state stays the same size, as a soak needs.
             let devices = (0..a.batch)
                 .map(|k| {
-                    let i = (n * a.batch + k) % a.devices;
-                    synthetic::healthy_mac(i, i % a.users.max(1), now)
+                    let (round, i) = ((n * a.batch + k) / a.devices, (n * a.batch + k) % a.devices);
+                    synthetic::mac(i, i % a.users.max(1), round as u64, now)
                 })
                 .collect();
             match inventory.report_inventory(pb::ReportInventoryRequest { devices }).await {
@@ -125,29 +130,42 @@ pub async fn run(args: WritersArgs) -> anyhow::Result<WritersReport> {
     for _ in 0..args.watchers {
         let (mut compliance, r) = (ComplianceServiceClient::new(channel.clone()), report.clone());
         tasks.push(tokio::spawn(async move {
-            let mut events = match compliance.watch_compliance(pb::WatchComplianceRequest::default()).await {
-                Ok(stream) => stream.into_inner(),
-                Err(s) => {
-                    let mut r = lock(&r);
-                    r.watch_errors += 1;
-                    return r.failed("WatchCompliance", &s);
-                }
-            };
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match tokio::time::timeout(left, events.message()).await {
-                    Err(_) => return, // the run is over, the stream still open
-                    Ok(Ok(Some(_))) => lock(&r).watch_events += 1,
-                    Ok(Ok(None)) => {
-                        let mut r = lock(&r);
-                        r.watch_errors += 1;
-                        return r.failed("WatchCompliance", &tonic::Status::unknown("the stream ended"));
-                    }
-                    Ok(Err(s)) => {
+            // As a client should: a stream ended for falling behind resumes after its last
+            // cursor, and the events on either side of the cut must follow on without a gap.
+            let mut last = 0u64;
+            'subscribe: while Instant::now() < deadline {
+                let request = pb::WatchComplianceRequest { after_cursor: last, ..Default::default() };
+                let mut events = match compliance.watch_compliance(request).await {
+                    Ok(stream) => stream.into_inner(),
+                    Err(s) => {
                         let mut r = lock(&r);
                         r.watch_errors += 1;
                         return r.failed("WatchCompliance", &s);
                     }
+                };
+                loop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let failed = match tokio::time::timeout(left, events.message()).await {
+                        Err(_) => return, // the run is over, the stream still open
+                        Ok(Ok(Some(event))) if last == 0 || event.cursor == last + 1 => {
+                            last = event.cursor;
+                            lock(&r).watch_events += 1;
+                            continue;
+                        }
+                        Ok(Ok(Some(event))) => tonic::Status::data_loss(format!(
+                            "event {} came after {last}: the events between were skipped",
+                            event.cursor
+                        )),
+                        Ok(Ok(None)) => tonic::Status::unknown("the stream ended"),
+                        Ok(Err(s)) if s.code() == tonic::Code::ResourceExhausted && last > 0 => {
+                            lock(&r).watch_resumed += 1;
+                            continue 'subscribe;
+                        }
+                        Ok(Err(s)) => s,
+                    };
+                    let mut r = lock(&r);
+                    r.watch_errors += 1;
+                    return r.failed("WatchCompliance", &failed);
                 }
             }
         }));

@@ -2,6 +2,7 @@
 //! any deny reason denies. Time enters as `now`, and the decision says until when it holds.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use super::compliance::{self, ComplianceState, Detail, Evaluation, StateCause};
 use super::model::{Device, Timestamp};
@@ -157,7 +158,7 @@ impl ReasonCode {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Reason {
     pub code: ReasonCode,
     pub message: Cow<'static, str>,
@@ -178,7 +179,9 @@ pub struct DeviceDecision {
     pub primary_user_id: Option<String>,
     pub allow: bool,
     pub state: ComplianceState,
-    pub reasons: Vec<Reason>,
+    /// Shared, not owned: thousands of Macs fail in the same words, and whoever keeps many
+    /// decisions (the watcher) keeps one copy of each list.
+    pub reasons: Arc<[Reason]>,
     /// Until when this decision holds by time alone (`None`: until something changes).
     pub valid_until: Option<Timestamp>,
 }
@@ -253,7 +256,7 @@ pub fn explain<'a>(state: &'a State, device_id: &str, now: Timestamp) -> Option<
     let device = state.device(device_id)?;
     let evaluation = compliance::evaluate(state, device, now, Detail::All);
     let decision = decide_evaluated(state, device, &evaluation, now);
-    let reasons = decision.reasons.into_iter().filter(|r| r.code.explains_state()).collect();
+    let reasons = decision.reasons.iter().filter(|r| r.code.explains_state()).cloned().collect();
     Some(Explanation { device, evaluation, reasons })
 }
 
@@ -265,10 +268,10 @@ pub fn decide(state: &State, device_id: &str, now: Timestamp) -> DeviceDecision 
             primary_user_id: None,
             allow: false,
             state: ComplianceState::Unknown,
-            reasons: vec![Reason::new(
+            reasons: Arc::new([Reason::new(
                 ReasonCode::DeviceUnknown,
                 format!("no device {device_id} has been reported by the partner"),
-            )],
+            )]),
             valid_until: None,
         };
     };
@@ -297,7 +300,7 @@ pub fn decide_evaluated(state: &State, device: &Device, eval: &Evaluation, now: 
         primary_user_id: Some(device.user_id.clone()),
         allow,
         state: eval.state,
-        reasons,
+        reasons: reasons.into(),
         valid_until,
     }
 }
@@ -331,7 +334,7 @@ pub fn store_unavailable(device_id: &str, message: String) -> DeviceDecision {
         primary_user_id: None,
         allow: false,
         state: ComplianceState::Unknown,
-        reasons: vec![Reason::new(ReasonCode::StoreUnavailable, message)],
+        reasons: Arc::new([Reason::new(ReasonCode::StoreUnavailable, message)]),
         valid_until: None,
     }
 }

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use super::schedule::Schedule;
 use super::{Cause, SCAN, WatchConfig, WatchEvent};
 use crate::domain::Timestamp;
-use crate::domain::access::DeviceDecision;
+use crate::domain::access::{DeviceDecision, Reason};
 use crate::domain::summary::Tally;
 
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
@@ -40,19 +40,55 @@ pub(super) struct Journal {
     pub(super) closed: bool,
     /// The counts of `devices`' decisions, kept in step with it (GetComplianceSummary).
     pub(super) tally: Tally,
+    /// One copy of each list of reasons the journal holds.
+    pub(super) reasons: SharedReasons,
+}
+
+/// The lists of reasons in the journal, each kept once: most Macs that fail, fail in the same
+/// words, and a fleet's decisions and events would otherwise hold a copy per Mac and per event.
+#[derive(Default)]
+pub(super) struct SharedReasons {
+    lists: HashSet<Arc<[Reason]>, foldhash::fast::RandomState>,
+    /// How many lists were left by the last sweep.
+    swept: usize,
+}
+
+impl SharedReasons {
+    /// Points `reasons` at the copy already kept (the device's previous decision's, or any).
+    pub(super) fn share(&mut self, reasons: &mut Arc<[Reason]>, previous: Option<&Arc<[Reason]>>) {
+        if let Some(previous) = previous.filter(|p| ***p == **reasons) {
+            *reasons = previous.clone();
+        } else if let Some(kept) = self.lists.get(&**reasons) {
+            *reasons = kept.clone();
+        } else {
+            self.lists.insert(reasons.clone());
+            // Drop the lists nothing else holds any more, once the set has doubled: amortised
+            // O(1) a decision, and never more than twice the lists in use.
+            if self.lists.len() > 2 * self.swept.max(1024) {
+                self.lists.retain(|l| Arc::strong_count(l) > 1);
+                self.swept = self.lists.len();
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.lists.len()
+    }
 }
 
 impl Journal {
     /// Records a fresh decision; appends an event when (allow, state, reason codes) changed.
     pub(super) fn record(
         &mut self,
-        d: DeviceDecision,
+        mut d: DeviceDecision,
         revision: u64,
         now: Timestamp,
         cause: Cause,
         config: &WatchConfig,
     ) -> bool {
         let prev = self.devices.get(&d.device_id).cloned();
+        self.reasons.share(&mut d.reasons, prev.as_ref().map(|p| &p.decision.reasons));
         let prev_until = prev.as_ref().and_then(|p| p.decision.valid_until);
         self.schedule.reschedule(&d.device_id, prev_until, d.valid_until);
         let changed = match &prev {
@@ -75,7 +111,7 @@ impl Journal {
                 user_id: user_id.unwrap_or_default(),
                 decision: Arc::new(d),
             });
-            self.append(event.clone(), config.retain);
+            self.append(event.clone(), config.limits.retained_events);
             self.set_current(event);
         } else if let Some(p) = prev
             && *p.decision != d

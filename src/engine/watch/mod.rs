@@ -41,7 +41,7 @@ use crate::domain::access::{self, DeviceDecision};
 use crate::domain::summary::{Summary, Tally};
 use crate::domain::{Timestamp, Touched};
 use crate::error::{Error, Result};
-use journal::Journal;
+use journal::{Journal, SharedReasons};
 use schedule::Schedule;
 use subscription::Phase;
 pub use subscription::Subscription;
@@ -70,8 +70,6 @@ const RESYNC: &str = "resubscribe with after_cursor 0 and from_revision set to o
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchConfig {
-    /// How many of the latest events are kept for streams to resume from.
-    pub retain: usize,
     /// How many live events one stream may have waiting; when it has more, it is too slow.
     pub buffer: usize,
     /// The longest the ticker sleeps between looks at the schedule.
@@ -81,20 +79,22 @@ pub struct WatchConfig {
 
 impl Default for WatchConfig {
     fn default() -> Self {
-        WatchConfig { retain: 100_000, buffer: 1024, tick: Duration::from_secs(1), limits: WatchLimits::default() }
+        WatchConfig { buffer: 1024, tick: Duration::from_secs(1), limits: WatchLimits::default() }
     }
 }
 
-/// How many streams may be open at once: each holds a buffer and is pushed every event.
+/// How many streams may be open at once (each holds a buffer and is pushed every event), and
+/// how many of the latest events are kept for streams to resume from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WatchLimits {
     pub streams: usize,
     pub streams_per_credential: usize,
+    pub retained_events: usize,
 }
 
 impl Default for WatchLimits {
     fn default() -> Self {
-        WatchLimits { streams: 1000, streams_per_credential: 100 }
+        WatchLimits { streams: 1000, streams_per_credential: 100, retained_events: 100_000 }
     }
 }
 
@@ -187,7 +187,8 @@ impl Watcher {
     }
 
     fn new(engine: Arc<Engine>, config: WatchConfig) -> Watcher {
-        let config = WatchConfig { retain: config.retain.max(1), buffer: config.buffer.max(1), ..config };
+        let limits = WatchLimits { retained_events: config.limits.retained_events.max(1), ..config.limits };
+        let config = WatchConfig { buffer: config.buffer.max(1), limits, ..config };
         let base = cursor_base();
         Watcher {
             engine,
@@ -201,6 +202,7 @@ impl Watcher {
                 live: Vec::new(),
                 closed: false,
                 tally: Tally::default(),
+                reasons: SharedReasons::default(),
             }),
             eval: Mutex::new(()),
             ready: watch::Sender::new(false),
@@ -288,8 +290,9 @@ impl Watcher {
         for chunk in ids.chunks(CHUNK) {
             let ((decisions, now), revision) = self.decide(chunk);
             let mut inner = self.journal.lock();
-            for d in decisions {
+            for mut d in decisions {
                 let Some(user_id) = d.primary_user_id.clone() else { continue };
+                inner.reasons.share(&mut d.reasons, None);
                 inner.schedule.reschedule(&d.device_id, None, d.valid_until);
                 let current = WatchEvent {
                     cursor: 0,

@@ -118,7 +118,8 @@ async fn writes_emit_data_changed_events_and_snapshots_start_where_asked() {
 async fn a_full_buffer_ends_the_stream_and_the_ring_resumes_it() {
     let (engine, clock) = demo_engine().await;
     let (_stop, shutdown) = watch::channel(false);
-    let config = WatchConfig { retain: 6, buffer: 2, ..WatchConfig::default() };
+    let limits = WatchLimits { retained_events: 6, ..WatchLimits::default() };
+    let config = WatchConfig { buffer: 2, limits, ..WatchConfig::default() };
     let (watcher, _task) = Watcher::spawn(engine.clone(), config, shutdown);
     let mut slow = watcher.subscribe("", Start::Now, vec![]).await.unwrap();
     let start = watcher.head();
@@ -142,4 +143,34 @@ async fn a_full_buffer_ends_the_stream_and_the_ring_resumes_it() {
     assert!(matches!(&err, Error::OutOfRange(m) if m.contains("from_revision")), "{err}");
     let err = watcher.subscribe("", Start::AfterCursor(head + 1), vec![]).await.err().unwrap();
     assert!(matches!(&err, Error::OutOfRange(m) if m.contains("another server process")), "{err}");
+}
+
+#[test]
+fn the_journal_keeps_one_copy_of_each_list_of_reasons() {
+    use crate::domain::access::Reason;
+    let list = |s: &str| -> Arc<[Reason]> { Arc::new([Reason::new(ReasonCode::Noncompliant, s.to_string())]) };
+    let mut shared = journal::SharedReasons::default();
+    let mut first = list("fails policy p: firewall");
+    shared.share(&mut first, None);
+    // The same words from another Mac, and from the same Mac again: the copy kept.
+    let mut other = list("fails policy p: firewall");
+    shared.share(&mut other, None);
+    assert!(Arc::ptr_eq(&first, &other));
+    let mut again = list("fails policy p: firewall");
+    shared.share(&mut again, Some(&first));
+    assert!(Arc::ptr_eq(&first, &again));
+    let mut different = list("fails policy p: gatekeeper");
+    shared.share(&mut different, Some(&first));
+    assert!(!Arc::ptr_eq(&first, &different));
+    assert_eq!(different[0].message, "fails policy p: gatekeeper");
+
+    // Lists no decision holds any more are dropped as the set grows, not kept for ever.
+    for i in 0..10_000 {
+        let mut l = list(&format!("fails policy p{i}: firewall"));
+        shared.share(&mut l, None);
+    }
+    let mut again = list("fails policy p: firewall");
+    shared.share(&mut again, None);
+    assert!(Arc::ptr_eq(&first, &again), "a list still in use is kept");
+    assert!(shared.len() < 4_096, "{} lists kept for 3 in use", shared.len());
 }
