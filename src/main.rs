@@ -3,6 +3,11 @@
 use clap::{Parser, Subcommand};
 use posture::telemetry::{logs, trace};
 
+/// mimalloc, not glibc's malloc: under a steady load glibc's per-thread arenas kept growing
+/// (about 4 MiB a minute in the soak, flat with its arenas capped); mimalloc returns what it frees.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "posture",
