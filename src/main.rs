@@ -41,13 +41,13 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let command = Cli::parse().command;
     if !matches!(command, Command::Serve(_)) {
-        logs::init(logs::LogFormat::Text);
+        logs::init_direct(logs::LogFormat::Text);
     }
     match command {
         Command::Serve(overrides) => {
             let config = posture::config::Config::load(*overrides)?;
             let traces = trace::provider()?;
-            logs::init(config.log_format);
+            let _logs = logs::init(config.log_format);
             if let Some(traces) = &traces {
                 trace::install(traces);
             }

@@ -1604,6 +1604,55 @@ fn for_user_denies_another_user_first_whatever_the_device_decision() {
     assert_eq!(d.reasons.iter().map(|r| r.code).collect::<Vec<_>>(), vec![ReasonCode::DeviceUnknown]);
 }
 
+proptest::proptest! {
+    /// The short answer (CheckAccess, Envoy's) over any list of reasons and any caller: each
+    /// code once, in the order codes first appear, standing for every reason with that code;
+    /// a DENY names only what denies, and at least one thing; the decision itself unchanged.
+    #[test]
+    fn the_short_answer_names_each_code_once_and_a_denial_only_what_denies(
+        listed in proptest::collection::vec((0..ReasonCode::ALL.len(), 0..3usize), 0..12),
+        another_user in proptest::bool::ANY,
+    ) {
+        let reasons: Vec<_> = listed
+            .iter()
+            .map(|&(code, m)| access::Reason::new(ReasonCode::ALL[code], format!("message {m}")))
+            .collect();
+        let allow = !reasons.is_empty() && reasons.iter().all(|r| !r.code.denies());
+        let decision = DeviceDecision {
+            device_id: "mac".into(),
+            primary_user_id: Some("ada".into()),
+            allow,
+            state: ComplianceState::Compliant,
+            reasons: reasons.into(),
+            valid_until: None,
+        };
+        let seen = access::seen_by(&decision, if another_user { "bob" } else { "ada" });
+        let full = access::for_user(&decision, if another_user { "bob" } else { "ada" });
+        proptest::prop_assert_eq!(seen.allow, full.allow);
+        let answered: Vec<_> = full.reasons.iter().filter(|r| full.allow || r.code.denies()).collect();
+        let mut codes: Vec<ReasonCode> = Vec::new();
+        for r in &answered {
+            if !codes.contains(&r.code) {
+                codes.push(r.code);
+            }
+        }
+        let brief: Vec<_> = seen.brief().collect();
+        proptest::prop_assert_eq!(brief.iter().map(|b| b.reason.code).collect::<Vec<_>>(), codes);
+        for b in &brief {
+            let first = answered.iter().find(|r| r.code == b.reason.code).unwrap();
+            proptest::prop_assert_eq!(&b.reason.message, &first.message);
+            let with_code = answered.iter().filter(|r| r.code == b.reason.code).count();
+            proptest::prop_assert_eq!(b.more + 1, with_code);
+            proptest::prop_assert_eq!(b.message().ends_with(&format!(" (and {} more)", b.more)), b.more > 0);
+        }
+        if !seen.allow {
+            proptest::prop_assert!(brief.iter().all(|b| b.reason.code.denies()));
+            let any_denies = another_user || decision.reasons.iter().any(|r| r.code.denies());
+            proptest::prop_assert_eq!(!brief.is_empty(), any_denies);
+        }
+    }
+}
+
 #[test]
 fn rule4_a_grace_period_does_not_excuse_an_unreported_setting() {
     // Regression: failing one more setting must never turn a deny into an allow. A policy

@@ -205,6 +205,56 @@ async fn several_problems_give_every_reason_in_order() {
     server.stop().await;
 }
 
+/// A policy of `mac-users` that requires FileVault alone.
+fn disk_policy(id: &str, grace_period_hours: u32) -> pb::Policy {
+    pb::Policy {
+        id: id.into(),
+        name: format!("Disk {id}"),
+        settings: Some(pb::PolicySettings { storage_encryption_required: Some(true), ..Default::default() }),
+        grace_period_hours,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_access_answers_each_code_once_and_a_denial_with_what_denies() {
+    let server = TestServer::start().await;
+    seed_org_with(&server, 72).await;
+    let mut admin = server.admin();
+    for (id, grace) in [("a", 0), ("b", 0), ("c", 72)] {
+        create_policy(&mut admin, disk_policy(id, grace)).await;
+        assign(&mut admin, id, &["mac-users"], &[]).await;
+    }
+    server.report(vec![without_file_vault(mac("mac-bob", "bob", "C02BOB0001"))]).await;
+
+    // Two policies deny, two (the baseline and c) are in their grace period: the answer is
+    // the denial, once, saying how many more policies it stands for.
+    let r = server.check("bob", "mac-bob").await;
+    assert_decision(&r, D::Deny, S::Noncompliant, &["NONCOMPLIANT"]);
+    let message = &r.reasons[0].message;
+    assert!(
+        message.starts_with("fails policy Disk ") && message.ends_with(": storage_encryption (and 1 more)"),
+        "{message}"
+    );
+    assert!(r.reasons[0].denies);
+    // EvaluateDevice still explains every policy.
+    let req = pb::EvaluateDeviceRequest { device_id: "mac-bob".into(), ..Default::default() };
+    let e = server.compliance().evaluate_device(req).await.unwrap().into_inner();
+    let failing = e.policies.iter().filter(|p| p.state != S::Compliant as i32).count();
+    assert_eq!(failing, 4, "{:?}", e.policies);
+
+    // Without the two policies that deny, the Mac is let in, for two grace periods at once.
+    for id in ["a", "b"] {
+        let req = pb::AssignPolicyRequest { policy_id: id.into(), assignment: Some(pb::Assignment::default()) };
+        admin.assign_policy(req).await.unwrap();
+    }
+    let r = server.check("bob", "mac-bob").await;
+    assert_decision(&r, D::Allow, S::InGracePeriod, &["IN_GRACE_PERIOD"]);
+    assert!(r.reasons[0].message.ends_with(": storage_encryption (and 1 more)"), "{:?}", r.reasons);
+    assert!(!r.reasons[0].denies);
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evaluate_device_returns_every_configured_setting() {
     let mut cara = mac("mac-cara", "cara", "C02CARA001");

@@ -31,8 +31,9 @@ impl ComplianceService for Handlers {
             self.at_least(&req, r.min_revision).await?;
         }
         let (decision, revision, cache_hit) = self.engine.decide(&device_id);
-        crate::telemetry::decided(&decision, &user_id, revision, cache_hit);
-        Ok(Response::new(outgoing::check_access(&decision, &user_id, revision)))
+        let seen = access::seen_by(&decision, &user_id);
+        crate::telemetry::decided(&seen, revision, cache_hit);
+        Ok(Response::new(outgoing::check_access(&seen, revision)))
     }
 
     async fn evaluate_device(

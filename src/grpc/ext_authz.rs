@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 
 use super::{incoming, outgoing};
 use crate::config::ExtAuthzConfig;
+use crate::domain::access;
 use crate::engine::Engine;
 
 /// The service's full name, as Envoy calls it and reflection lists it.
@@ -37,8 +38,9 @@ impl Authorization for ExtAuthz {
         let answer = match incoming::ext_authz_identity(req.get_ref(), &self.config) {
             Ok((user_id, device_id)) => {
                 let (decision, revision, cache_hit) = self.engine.decide(&device_id);
-                crate::telemetry::decided(&decision, &user_id, revision, cache_hit);
-                outgoing::ext_authz(&decision, &user_id, revision)
+                let seen = access::seen_by(&decision, &user_id);
+                crate::telemetry::decided(&seen, revision, cache_hit);
+                outgoing::ext_authz(&seen, revision)
             }
             Err(reasons) => {
                 crate::telemetry::denied_for(&reasons);

@@ -1,9 +1,11 @@
 //! What goes out: domain values rendered as wire messages. No rule is decided here; what a
 //! message says comes from the domain (`access::seen_by`, `connector::status`, …).
 
+use std::borrow::Cow;
+
 use envoy_types::ext_authz::v3::pb as ext_authz;
 
-use crate::domain::access::{self, DeviceDecision, Explanation, Reason};
+use crate::domain::access::{self, Brief, DeviceDecision, Explanation, Reason, ReasonCode, SeenBy};
 use crate::domain::compliance::{ComplianceState, PolicyResult, SettingResult};
 use crate::domain::connector::ConnectorStatus;
 use crate::domain::diagnosis::Finding;
@@ -54,13 +56,20 @@ fn decision(allow: bool) -> i32 {
 
 // ---- decisions ----
 
-/// The device's decision as `user_id` sees it, rendered straight from the cached value.
-pub fn check_access(d: &DeviceDecision, user_id: &str, revision: u64) -> pb::CheckAccessResponse {
-    let seen = access::seen_by(d, user_id);
+impl From<Brief<'_>> for pb::Reason {
+    fn from(b: Brief<'_>) -> Self {
+        let code = b.reason.code;
+        pb::Reason { code: code.as_str().to_string(), message: b.message().into_owned(), denies: code.denies() }
+    }
+}
+
+/// The decision as its caller sees it, in short, rendered straight from the cached value.
+pub fn check_access(seen: &SeenBy<'_>, revision: u64) -> pb::CheckAccessResponse {
+    let d = seen.decision();
     pb::CheckAccessResponse {
         decision: decision(seen.allow),
         state: state(d.state),
-        reasons: seen.reasons().map(pb::Reason::from).collect(),
+        reasons: seen.brief().map(pb::Reason::from).collect(),
         revision,
         valid_until: d.valid_until.map(timestamp),
     }
@@ -338,22 +347,21 @@ impl From<&m::TenantSettings> for pb::Settings {
 
 // ---- Envoy ext_authz ----
 
-/// The device's decision as `user_id` sees it, as Envoy's ext_authz answer.
-pub fn ext_authz(d: &DeviceDecision, user_id: &str, revision: u64) -> ext_authz::CheckResponse {
-    let seen = access::seen_by(d, user_id);
-    ext_authz_answer(seen.allow, seen.reasons(), Some(revision))
+/// The decision as its caller sees it, in short, as Envoy's ext_authz answer.
+pub fn ext_authz(seen: &SeenBy<'_>, revision: u64) -> ext_authz::CheckResponse {
+    ext_authz_answer(seen.allow, seen.brief().map(|b| (b.reason.code, b.message())), Some(revision))
 }
 
 /// The answer to a request that names no valid user or device: a deny, made at no revision.
 pub fn ext_authz_refused(reasons: &[Reason]) -> ext_authz::CheckResponse {
-    ext_authz_answer(false, reasons.iter(), None)
+    ext_authz_answer(false, reasons.iter().map(|r| (r.code, Cow::Borrowed(&*r.message))), None)
 }
 
 /// ALLOW: OK, and headers for the upstream. DENY: PERMISSION_DENIED, and a 403 whose JSON body
 /// lists the reasons.
 fn ext_authz_answer<'a>(
     allow: bool,
-    reasons: impl Iterator<Item = &'a Reason>,
+    reasons: impl Iterator<Item = (ReasonCode, Cow<'a, str>)>,
     revision: Option<u64>,
 ) -> ext_authz::CheckResponse {
     let mut headers = vec![ext_authz_header("x-posture-decision", if allow { "allow" } else { "deny" })];
@@ -362,10 +370,12 @@ fn ext_authz_answer<'a>(
         let ok = ext_authz::OkHttpResponse { headers, ..Default::default() };
         (tonic::Code::Ok, "allow".to_string(), ext_authz::HttpResponse::OkResponse(ok))
     } else {
-        let reasons: Vec<&Reason> = reasons.collect();
-        let codes: Vec<&str> = reasons.iter().map(|r| r.code.as_str()).collect();
-        let listed: Vec<_> =
-            reasons.iter().map(|r| serde_json::json!({ "code": r.code.as_str(), "message": r.message })).collect();
+        let reasons: Vec<_> = reasons.collect();
+        let codes: Vec<&str> = reasons.iter().map(|(code, _)| code.as_str()).collect();
+        let listed: Vec<_> = reasons
+            .iter()
+            .map(|(code, message)| serde_json::json!({ "code": code.as_str(), "message": message }))
+            .collect();
         let mut body = serde_json::json!({ "decision": "deny", "reasons": listed });
         if let Some(r) = revision {
             body["revision"] = r.into();

@@ -24,7 +24,7 @@ use tonic::Code;
 use tonic::body::Body;
 use tower::{Layer, Service};
 
-use crate::domain::access::{DeviceDecision, Reason, ReasonCode};
+use crate::domain::access::{Reason, ReasonCode, SeenBy};
 use crate::error::code_name;
 use metrics::{MethodHandles, Metrics};
 use trace::TARGET;
@@ -85,42 +85,38 @@ struct Note {
 
 struct Decided {
     allow: bool,
-    /// The decision's reasons as the caller sees them.
-    reasons: Reasons,
+    /// The codes the caller was answered with.
+    reasons: Codes,
     /// `None` when the decision was made without the cache (a request naming no valid identity).
     cache_hit: Option<bool>,
     revision: Option<u64>,
 }
 
-enum Reasons {
-    /// The device's decision; `other_user` when the caller named another user than its primary
-    /// user (denied for that first, then for the device's own deny reasons).
-    Device {
-        decision: Arc<DeviceDecision>,
-        other_user: bool,
-    },
-    Listed(Vec<ReasonCode>),
+/// A set of reason codes, in the codes' order (a set, so noting it on the hot path copies
+/// nothing).
+#[derive(Clone, Copy, Default)]
+struct Codes(u32);
+
+const _: () = assert!(ReasonCode::ALL.len() <= 32);
+
+impl FromIterator<ReasonCode> for Codes {
+    fn from_iter<I: IntoIterator<Item = ReasonCode>>(codes: I) -> Self {
+        Codes(codes.into_iter().fold(0, |set, c| set | 1 << c as u32))
+    }
 }
 
-impl Reasons {
-    fn codes(&self) -> Box<dyn Iterator<Item = ReasonCode> + '_> {
-        match self {
-            Reasons::Device { decision, other_user: false } => Box::new(decision.reasons.iter().map(|r| r.code)),
-            Reasons::Device { decision, other_user: true } => Box::new(
-                std::iter::once(ReasonCode::DeviceRegisteredToAnotherUser)
-                    .chain(decision.reasons.iter().map(|r| r.code).filter(|c| c.denies())),
-            ),
-            Reasons::Listed(codes) => Box::new(codes.iter().copied()),
-        }
+impl Codes {
+    fn iter(self) -> impl Iterator<Item = ReasonCode> {
+        ReasonCode::ALL.into_iter().filter(move |&c| self.0 & 1 << c as u32 != 0)
     }
 
-    fn joined(&self) -> String {
-        self.codes().map(ReasonCode::as_str).collect::<Vec<_>>().join(",")
+    fn joined(self) -> String {
+        self.iter().map(ReasonCode::as_str).collect::<Vec<_>>().join(",")
     }
 
     /// The same for a span: a single code (the usual answer) is its static name, not a copy.
-    fn value(&self) -> opentelemetry::StringValue {
-        let mut codes = self.codes();
+    fn value(self) -> opentelemetry::StringValue {
+        let mut codes = self.iter();
         match (codes.next(), codes.next()) {
             (Some(only), None) => only.as_str().into(),
             (None, _) => "".into(),
@@ -145,25 +141,18 @@ pub async fn as_credential<F: Future>(credential: Option<Arc<str>>, call: F) -> 
     call.await
 }
 
-/// Notes the access decision a call answered with: `decision`, the device's, as `user_id` sees it.
-pub fn decided(decision: &Arc<DeviceDecision>, user_id: &str, revision: u64, cache_hit: bool) {
-    let other_user = crate::domain::access::registered_to_another(decision, user_id);
+/// Notes the access decision a call answered with, as its caller sees it.
+pub fn decided(seen: &SeenBy<'_>, revision: u64, cache_hit: bool) {
+    let reasons = seen.brief().map(|b| b.reason.code).collect();
     note(|n| {
-        n.decided = Some(Decided {
-            allow: decision.allow && !other_user,
-            reasons: Reasons::Device { decision: decision.clone(), other_user },
-            cache_hit: Some(cache_hit),
-            revision: Some(revision),
-        })
+        n.decided = Some(Decided { allow: seen.allow, reasons, cache_hit: Some(cache_hit), revision: Some(revision) })
     });
 }
 
 /// Notes a denial made without a decision: the request named no valid user or device.
 pub fn denied_for(reasons: &[Reason]) {
-    let codes = reasons.iter().map(|r| r.code).collect();
-    note(|n| {
-        n.decided = Some(Decided { allow: false, reasons: Reasons::Listed(codes), cache_hit: None, revision: None })
-    });
+    let reasons = reasons.iter().map(|r| r.code).collect();
+    note(|n| n.decided = Some(Decided { allow: false, reasons, cache_hit: None, revision: None }));
 }
 
 /// The outermost layer of the server stack: every call's span, metrics and log line.
@@ -268,7 +257,7 @@ impl Observation {
             let handles = &self.layer.handles[self.index];
             m.call(&self.method.label, handles, code, took);
             if let Some(d) = &note.decided {
-                m.decision(&self.method.label, handles, d.allow, d.reasons.codes(), d.cache_hit);
+                m.decision(&self.method.label, handles, d.allow, d.reasons.iter(), d.cache_hit);
             }
         }
         log(self.method, code, took, note, self.span.as_ref(), self.traceparent.as_ref());

@@ -219,9 +219,45 @@ pub struct SeenBy<'a> {
 }
 
 impl<'a> SeenBy<'a> {
-    pub fn reasons(&self) -> impl Iterator<Item = &Reason> {
+    pub fn reasons(&self) -> impl Iterator<Item = &Reason> + Clone {
         let denied = self.other_user.is_some();
         self.other_user.iter().chain(self.decision.reasons.iter().filter(move |r| !denied || r.code.denies()))
+    }
+
+    /// The device's decision, for its state and until when it holds.
+    pub fn decision(&self) -> &DeviceDecision {
+        self.decision
+    }
+
+    /// The short answer (CheckAccess, Envoy's): each code once, in the order the codes first
+    /// appear, with its first reason's message; a DENY lists only what denies. What this leaves
+    /// out — a warning beside a denial, the second policy failed — is in EvaluateDevice.
+    /// (An answer over 256 bytes also costs a write to the socket of its own: HTTP/2 sends
+    /// such a payload apart from the frames before it.)
+    pub fn brief(&self) -> impl Iterator<Item = Brief<'_>> {
+        let allow = self.allow;
+        let listed = self.reasons().filter(move |r| allow || r.code.denies());
+        listed.clone().enumerate().filter_map(move |(i, reason)| {
+            let same = |r: &&Reason| r.code == reason.code;
+            (!listed.clone().take(i).any(|r| same(&r)))
+                .then(|| Brief { reason, more: listed.clone().skip(i + 1).filter(same).count() })
+        })
+    }
+}
+
+/// One line of the short answer: a reason code, with the message of its first reason.
+pub struct Brief<'a> {
+    pub reason: &'a Reason,
+    /// How many further reasons had the same code.
+    pub more: usize,
+}
+
+impl<'a> Brief<'a> {
+    pub fn message(&self) -> Cow<'a, str> {
+        match self.more {
+            0 => Cow::Borrowed(&self.reason.message),
+            more => Cow::Owned(format!("{} (and {more} more)", self.reason.message)),
+        }
     }
 }
 
