@@ -20,7 +20,7 @@ BIN=target/release/posture
 BENCH=target/release/posture-bench
 WORK=$(mktemp -d)
 SERVER=
-cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
+cleanup() { [ -z "$SERVER" ] || kill "$SERVER" 2>/dev/null || true; wait 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 
 measure() { # $1 label, $2 store URL

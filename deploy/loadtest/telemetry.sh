@@ -36,9 +36,9 @@ BIN="taskset -c 1 $TARGET/release/posture"
 BENCH=$TARGET/release/posture-bench
 WORK=$(mktemp -d)
 SERVER= SINK=
-cleanup() {
-  [ -n "$SERVER" ] && kill $SERVER 2>/dev/null
-  [ -n "$SINK" ] && kill "$SINK" 2>/dev/null
+cleanup() { # every step, whatever failed before it (a dead process, set -e)
+  [ -z "$SERVER" ] || kill $SERVER 2>/dev/null || true
+  [ -z "$SINK" ] || kill "$SINK" 2>/dev/null || true
   wait 2>/dev/null; rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -82,6 +82,10 @@ start_server "$WORK/off.log" --listen 127.0.0.1:$PORT --data-dir "$WORK/data" --
 OFF_SERVER=$SERVER
 taskset -c 0 $BENCH otlp-sink --listen 127.0.0.1:$SINK_PORT --every 1h >"$WORK/sink.log" 2>&1 &
 SINK=$!
+# A sink that cannot listen (another still holds the port) must stop the run, not leave the
+# spans to whoever listens there.
+for _ in $(seq 20); do grep -q . "$WORK/sink.log" 2>/dev/null && break; kill -0 "$SINK" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$SINK" 2>/dev/null || { cat "$WORK/sink.log"; echo "the OTLP sink did not start"; exit 1; }
 ON_PORT=$((PORT + 1))
 OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$SINK_PORT OTEL_TRACES_SAMPLER=$SAMPLER OTEL_TRACES_SAMPLER_ARG=$SAMPLER_ARG \
   start_server "$WORK/on.log" --listen 127.0.0.1:$ON_PORT --data-dir "$WORK/data-on" --config "$WORK/posture.toml" \

@@ -25,9 +25,9 @@ WORK=$(mktemp -d)
 CGROUP=/sys/fs/cgroup/cpu/posture-overload-$$
 SERVER=
 cleanup() {
-  [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null
+  [ -z "$SERVER" ] || kill "$SERVER" 2>/dev/null || true
   wait 2>/dev/null
-  [ -d "$CGROUP" ] && rmdir "$CGROUP" 2>/dev/null
+  [ ! -d "$CGROUP" ] || rmdir "$CGROUP" 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT

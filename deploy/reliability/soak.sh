@@ -30,7 +30,7 @@ BIN="taskset -c 1 ${CARGO_TARGET_DIR:-target}/release/posture"
 BENCH="taskset -c 0 ${CARGO_TARGET_DIR:-target}/release/posture-bench"
 WORK=$(mktemp -d)
 SERVER=
-cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
+cleanup() { [ -z "$SERVER" ] || kill "$SERVER" 2>/dev/null || true; wait 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 
 echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr); server on core 1, load on core 0"
