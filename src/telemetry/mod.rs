@@ -208,15 +208,18 @@ where
         // one span, sampled at its start (an unsampled one records nothing), and none at all
         // without an exporter. The method's names are static: no string is copied.
         let span = self.layer.tracer.as_ref().map(|tracer| {
-            tracer
-                .span_builder(method.label.as_str())
-                .with_kind(SpanKind::Server)
-                .with_attributes([
+            let builder = tracer.span_builder(method.label.as_str()).with_kind(SpanKind::Server);
+            let mut span = builder.start_with_context(tracer, &trace::parent(req.headers()));
+            // After sampling (the samplers posture offers do not read attributes): an
+            // unsampled span builds none.
+            if span.is_recording() {
+                span.set_attributes([
                     KeyValue::new("rpc.system", "grpc"),
                     KeyValue::new("rpc.service", method.service.as_str()),
                     KeyValue::new("rpc.method", method.name.as_str()),
-                ])
-                .start_with_context(tracer, &trace::parent(req.headers()))
+                ]);
+            }
+            span
         });
         let traceparent = req.headers().get("traceparent").cloned();
         let call = NOTE.scope(RefCell::new(Note::default()), self.inner.call(req));
