@@ -345,17 +345,20 @@ fn log(
     let reasons = d.map(|d| d.reasons.joined());
     macro_rules! line {
         ($level:ident, $message:expr) => {
+            // Values posture makes up itself (names, codes, hex) are written as they are: in
+            // the text format, quoting and escaping them was a third of a line's cost. The
+            // credential id, which the configuration names, stays quoted.
             tracing::$level!(
                 target: TARGET,
-                rpc = method.label.as_str(),
-                code = code_name(code),
+                rpc = %method.label,
+                code = %code_name(code),
                 micros = took.as_micros() as u64,
                 credential = note.credential.as_deref(),
-                decision = d.map(|d| if d.allow { "allow" } else { "deny" }),
-                reason_codes = reasons.as_deref(),
-                cache = d.and_then(|d| d.cache_hit).map(|hit| if hit { "hit" } else { "miss" }),
+                decision = d.map(|d| display(if d.allow { "allow" } else { "deny" })),
+                reason_codes = reasons.as_deref().map(display),
+                cache = d.and_then(|d| d.cache_hit).map(|hit| display(if hit { "hit" } else { "miss" })),
                 revision = d.and_then(|d| d.revision),
-                trace_id = trace_id.as_deref(),
+                trace_id = trace_id.as_deref().map(display),
                 "{}",
                 $message
             )
