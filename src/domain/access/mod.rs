@@ -206,7 +206,7 @@ pub fn other_user_reason(decision: &DeviceDecision, user_id: &str) -> Option<Rea
 }
 
 /// Whether the device is registered to another user than `user_id` (who is then denied).
-pub fn registered_to_another(decision: &DeviceDecision, user_id: &str) -> bool {
+fn registered_to_another(decision: &DeviceDecision, user_id: &str) -> bool {
     decision.primary_user_id.as_deref().is_some_and(|primary| primary != user_id)
 }
 
