@@ -30,3 +30,9 @@ percentiles() {
 
 # p999 LOG: the p99.9 duration alone (µs).
 p999() { sort -n -k3 "$1" | awk '{d[NR]=$3} END{print d[int(NR*0.999)]}'; }
+
+# p999_ratio LOG LOG: the first log's p99.9 over the second's, to two places.
+p999_ratio() { awk "BEGIN{printf \"%.2f\", $(p999 "$1") / $(p999 "$2")}"; }
+
+# median: the median of the numbers on standard input, one a line.
+median() { sort -g | awk '{v[NR]=$1} END{print v[int((NR+1)/2)]}'; }

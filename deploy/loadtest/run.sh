@@ -88,8 +88,7 @@ for pct in 50 80; do
       --rps "$per_client" -D "$RATE_SECONDS" --log-file "$WORK/check-$pct-$round.log" >"$WORK/check-$pct.txt"
     h2 /grpc.health.v1.Health/Check "$WORK/health.bin" \
       --rps "$per_client" -D "$RATE_SECONDS" --log-file "$WORK/health-$pct-$round.log" >"$WORK/health-$pct.txt"
-    ratio=$(awk "BEGIN{printf \"%.2f\", $(p999 "$WORK/check-$pct-$round.log") / $(p999 "$WORK/health-$pct-$round.log")}")
-    ratios+=("$ratio")
+    ratios+=("$(p999_ratio "$WORK/check-$pct-$round.log" "$WORK/health-$pct-$round.log")")
     echo "RESULT rate=$pct% round $round check_access $(rps "$WORK/check-$pct.txt")/s $(percentiles "$WORK/check-$pct-$round.log")"
     echo "RESULT rate=$pct% round $round health       $(rps "$WORK/health-$pct.txt")/s $(percentiles "$WORK/health-$pct-$round.log")"
   done
@@ -97,7 +96,7 @@ for pct in 50 80; do
   cat "$WORK"/check-$pct-*.log >"$WORK/check-$pct.log"; cat "$WORK"/health-$pct-*.log >"$WORK/health-$pct.log"
   echo "RESULT rate=$pct% all rounds check_access $(percentiles "$WORK/check-$pct.log")"
   echo "RESULT rate=$pct% all rounds health       $(percentiles "$WORK/health-$pct.log")"
-  echo "RESULT rate=$pct% p99.9 ratio check_access/health: all rounds=$(awk "BEGIN{printf \"%.2f\", $(p999 "$WORK/check-$pct.log") / $(p999 "$WORK/health-$pct.log")}")" \
-    "per round=${ratios[*]} median=$(printf '%s\n' "${ratios[@]}" | sort -g | awk '{v[NR]=$1} END{print v[int((NR+1)/2)]}') (goal <= 1.10)"
+  echo "RESULT rate=$pct% p99.9 ratio check_access/health: all rounds=$(p999_ratio "$WORK/check-$pct.log" "$WORK/health-$pct.log")" \
+    "per round=${ratios[*]} median=$(printf '%s\n' "${ratios[@]}" | median) (goal <= 1.10)"
 done
 echo "== resident at the end: $(rss_mib $SERVER) MiB"

@@ -67,7 +67,6 @@ h2() { # $1 port, $2 path, $3 body, extra h2load options follow
   taskset -c 0 h2load -c "$CLIENTS" -m "$STREAMS" -t 1 -d "$body" \
     -H 'content-type: application/grpc' -H 'te: trailers' "$@" "http://127.0.0.1:$port$path"
 }
-median() { sort -g | awk '{v[NR]=$1} END{print v[int((NR+1)/2)]}'; }
 # CPU time the process has used, in clock ticks (utime + stime, every thread).
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICK_US=$(( 1000000 / $(getconf CLK_TCK) ))
