@@ -109,7 +109,7 @@ pub fn describe(state: &State, changes: &[Change]) -> Vec<String> {
         let line = match change {
             Change::PutUser(u) => user(state.user(&u.id), u),
             Change::DeleteUser(id) => format!("user {id} removed"),
-            Change::PutGroup(g) => group(state.group(&g.id), g),
+            Change::PutGroup(g) => group(state.group(&g.id).map(|old| old.to_group()).as_ref(), g),
             Change::DeleteGroup(id) => format!("group {id} removed"),
             Change::PutDevice(d) => format!("device {} reported", d.id),
             Change::DeleteDevice(id) => format!("device {id} deleted"),

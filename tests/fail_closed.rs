@@ -415,7 +415,7 @@ async fn apply_tightening(engine: &Engine, change: &Tighten) {
             let policy = |i: usize| s.policy(&policy_id(i)).cloned();
             let p: Vec<Option<Policy>> = (0..3).map(policy).collect();
             let u: Vec<Option<User>> = (0..USERS).map(|i| s.user(&user_id(i)).cloned()).collect();
-            let g: Vec<Option<Group>> = (0..2).map(|i| s.group(&connector_group(i)).cloned()).collect();
+            let g: Vec<Option<Group>> = (0..2).map(|i| s.group(&connector_group(i)).map(|g| g.to_group())).collect();
             let d: Vec<Option<Device>> = (0..DEVICES).map(|i| s.device(&device_id(i)).cloned()).collect();
             (p, u, g, d, s.connector().clone())
         })
@@ -663,7 +663,7 @@ proptest! {
                 let (expected, _) = engine.read(|s, _| {
                     let c = s.connector();
                     let in_any = |u: &str, ids: &[String]| {
-                        ids.iter().any(|g| s.group(g).is_some_and(|g| g.kind == GroupKind::User && g.members.iter().any(|m| m == u)))
+                        ids.iter().any(|g| s.group(g).is_some_and(|g| g.kind == GroupKind::User && g.members().any(|m| m == u)))
                     };
                     (0..USERS)
                         .map(|u| {

@@ -329,8 +329,8 @@ fn contents(state: &State, changes: &[Change]) -> Contents {
         v.sort_by_key(|t| key(t));
         v
     }
-    fn sorted_ids(ids: &[String]) -> Vec<String> {
-        let mut v = ids.to_vec();
+    fn sorted_ids<S: AsRef<str>>(ids: impl IntoIterator<Item = S>) -> Vec<String> {
+        let mut v: Vec<String> = ids.into_iter().map(|s| s.as_ref().to_string()).collect();
         v.sort();
         v
     }
@@ -361,7 +361,7 @@ fn contents(state: &State, changes: &[Change]) -> Contents {
     }
     Contents {
         users: sorted(state.users().cloned(), |u| u.id.clone()),
-        groups: sorted(state.groups().cloned(), |g| g.id.clone()),
+        groups: sorted(state.groups().map(|g| g.to_group()), |g| g.id.clone()),
         devices: sorted(state.devices().cloned(), |d| d.id.clone()),
         policies: sorted(state.policies().cloned(), |p| p.id.clone()),
         assignments: policy_ids.iter().filter_map(|id| state.assignment(id).cloned()).collect(),

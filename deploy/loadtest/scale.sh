@@ -29,7 +29,13 @@ measure() { # $1 label, $2 store URL
   /usr/bin/time -f "[$label] generate: %e s, %M KiB max RSS" \
     $BENCH generate --store "$store" --devices "$DEVICES" --users "$USERS" --groups "$GROUP_COUNT" 2>&1 | grep -v INFO
   start_server "$WORK/server.log" --listen 127.0.0.1:$PORT --store "$store"
-  echo "RESULT [$label] startup_s=$STARTUP_S rss_mib=$RSS_MIB"
+  echo "RESULT [$label] startup_s=$STARTUP_S (goal <= 10) rss_mib=$RSS_MIB (goal <= 1024)"
+  if [ "$label" = sqlite ]; then
+    # The file as generated: the tables and the change log of the writes that made them
+    # (compacted only after --log-retain-age).
+    bytes=$(du -cb "$WORK"/data/posture.db* | tail -1 | cut -f1)
+    echo "RESULT [$label] disk_bytes_per_device=$((bytes / DEVICES)) (goal <= 1024)"
+  fi
   echo "== [$label] ingest: batches of 1000 for ${INGEST_SECONDS}s"
   $BENCH loadgen ingest --target "http://127.0.0.1:$PORT" --duration "$INGEST_SECONDS" \
     --devices "$DEVICES" --users "$USERS" --batch 1000 --concurrency 4 | sed "s/^/RESULT [$label] /"

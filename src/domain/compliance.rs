@@ -127,9 +127,8 @@ pub struct Evaluation<'a> {
 /// Does `policy_id`'s assignment reach `user_id`? Exclude wins; only user groups count.
 pub fn policy_applies(state: &State, policy_id: &str, user_id: &str) -> bool {
     let Some(a) = state.assignment(policy_id) else { return false };
-    let groups = state.groups_of(user_id);
-    let is_user_group = |g: &String| state.group(g).is_some_and(|g| g.kind == GroupKind::User);
-    let member = |ids: &[String]| ids.iter().any(|id| groups.contains(id) && is_user_group(id));
+    let is_user_group = |g: &str| state.group(g).is_some_and(|g| g.kind == GroupKind::User);
+    let member = |ids: &[String]| ids.iter().any(|id| state.in_group(user_id, id) && is_user_group(id));
     member(&a.include_group_ids) && !member(&a.exclude_group_ids)
 }
 
@@ -243,8 +242,7 @@ pub fn fails(settings: &PolicySettings, device: &Device) -> bool {
 }
 
 fn device_group_policies<'a>(state: &'a State, device: &'a Device) -> Vec<(&'a str, &'a str)> {
-    let groups = state.groups_of(&device.id);
-    if groups.is_empty() {
+    if state.groups_of(&device.id).next().is_none() {
         return Vec::new();
     }
     let mut out = Vec::new();
@@ -253,7 +251,7 @@ fn device_group_policies<'a>(state: &'a State, device: &'a Device) -> Vec<(&'a s
         if policy_applies(state, &p.id, &device.user_id) {
             continue;
         }
-        for g in a.include_group_ids.iter().filter(|g| groups.contains(g)) {
+        for g in a.include_group_ids.iter().filter(|g| state.in_group(&device.id, g)) {
             if state.group(g).is_some_and(|g| g.kind == GroupKind::Device) {
                 out.push((p.id.as_str(), g.as_str()));
             }

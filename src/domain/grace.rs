@@ -179,7 +179,7 @@ impl<'a> After<'a> {
     fn is_member(&self, group_id: &str, member_id: &str) -> bool {
         match self.groups.get(group_id) {
             Some(g) => g.as_ref().is_some_and(|(_, members)| members.contains(member_id)),
-            None => self.state.groups_of(member_id).iter().any(|g| g == group_id),
+            None => self.state.in_group(member_id, group_id),
         }
     }
 
@@ -227,8 +227,7 @@ impl<'a> After<'a> {
                 if !named.contains(id) {
                     continue;
                 }
-                let old: HashSet<&str> =
-                    self.state.group(id).map(|g| g.members.iter().map(String::as_str).collect()).unwrap_or_default();
+                let old: HashSet<&str> = self.state.group(id).map(|g| g.members().collect()).unwrap_or_default();
                 let new = new.as_ref().map(|(_, members)| members.clone()).unwrap_or_default();
                 users.extend(old.symmetric_difference(&new).copied());
             }
@@ -245,9 +244,7 @@ impl<'a> After<'a> {
     fn members_after(&self, group_id: &str) -> Vec<&'a str> {
         match self.groups.get(group_id) {
             Some(g) => g.as_ref().map(|(g, _)| g.members.iter().map(String::as_str).collect()).unwrap_or_default(),
-            None => {
-                self.state.group(group_id).map(|g| g.members.iter().map(String::as_str).collect()).unwrap_or_default()
-            }
+            None => self.state.group(group_id).map(|g| g.members().collect()).unwrap_or_default(),
         }
     }
 }

@@ -74,11 +74,33 @@ impl Targets {
     }
 }
 
-/// Dense numbers for member ids (users, devices, or ids not known yet), so that counting over
-/// a million users is array work rather than hashing (PreviewTargeting).
+/// Ids numbered densely in the order first seen, each id's text stored once. Numbers are never
+/// reused (an id removed keeps its number for when it returns), so the set grows only with
+/// ids ever seen.
+#[derive(Debug, Default, Clone)]
+struct Ids(indexmap::IndexSet<Box<str>, RandomState>);
+
+impl Ids {
+    fn get(&self, id: &str) -> Option<u32> {
+        self.0.get_index_of(id).map(|n| n as u32)
+    }
+    fn intern(&mut self, id: &str) -> u32 {
+        match self.get(id) {
+            Some(n) => n,
+            None => self.0.insert_full(id.into()).0 as u32,
+        }
+    }
+    fn name(&self, n: u32) -> &str {
+        &self.0[n as usize]
+    }
+}
+
+/// Dense numbers for member ids (users, devices, or ids not known yet): a million users'
+/// memberships are numbers rather than copies of their ids, and counting over them is array
+/// work rather than hashing (PreviewTargeting).
 #[derive(Debug, Default, Clone)]
 struct Slots {
-    of: HashMap<String, u32>,
+    ids: Ids,
     /// Per slot: is it a known user?
     is_user: Vec<bool>,
     /// Per slot: how many devices have it as their primary user.
@@ -87,14 +109,58 @@ struct Slots {
 
 impl Slots {
     fn slot(&mut self, id: &str) -> usize {
-        if let Some(s) = self.of.get(id) {
-            return *s as usize;
+        let s = self.ids.intern(id) as usize;
+        if s == self.is_user.len() {
+            self.is_user.push(false);
+            self.devices.push(0);
         }
-        let s = self.is_user.len();
-        self.of.insert(id.to_string(), s as u32);
-        self.is_user.push(false);
-        self.devices.push(0);
         s
+    }
+}
+
+/// A group as the state keeps it: its members by slot.
+#[derive(Debug, Clone)]
+struct StoredGroup {
+    name: String,
+    kind: GroupKind,
+    members: Vec<u32>,
+}
+
+/// A directory group in the state, its members resolved to ids as they are read.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupRef<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub kind: GroupKind,
+    members: &'a [u32],
+    slots: &'a Slots,
+}
+
+impl<'a> GroupRef<'a> {
+    pub fn members(&self) -> impl Iterator<Item = &'a str> + 'a {
+        let slots = self.slots;
+        self.members.iter().map(move |s| slots.ids.name(*s))
+    }
+    pub fn member_count(&self) -> usize {
+        self.members.len()
+    }
+    pub fn to_group(&self) -> Group {
+        Group {
+            id: self.id.to_string(),
+            name: self.name.to_string(),
+            kind: self.kind,
+            members: self.members().map(str::to_string).collect(),
+        }
+    }
+}
+
+impl PartialEq<Group> for GroupRef<'_> {
+    fn eq(&self, g: &Group) -> bool {
+        self.id == g.id
+            && self.name == g.name
+            && self.kind == g.kind
+            && self.members.len() == g.members.len()
+            && self.members().eq(g.members.iter().map(String::as_str))
     }
 }
 
@@ -107,9 +173,11 @@ const TOUCH_ALL_ABOVE: usize = 10_000;
 #[derive(Debug, Default, Clone)]
 pub struct State {
     users: Arc<HashMap<String, User>>,
-    groups: Arc<HashMap<String, Group>>,
-    /// member id (user or device) → ids of the groups it belongs to
-    member_of: Arc<HashMap<String, Vec<String>>>,
+    /// Group ids, numbered.
+    group_ids: Arc<Ids>,
+    groups: Arc<HashMap<u32, StoredGroup>>,
+    /// member slot (user or device) → numbers of the groups it belongs to
+    member_of: Arc<HashMap<u32, Vec<u32>>>,
     devices: Arc<HashMap<String, Device>>,
     devices_by_user: Arc<HashMap<String, Vec<String>>>,
     devices_by_serial: Arc<HashMap<String, Vec<String>>>,
@@ -125,8 +193,6 @@ pub struct State {
     failing: Arc<HashMap<String, BTreeMap<String, Failure>>>,
     heartbeat: Option<Timestamp>,
     slots: Arc<Slots>,
-    /// user group id → its members' slots
-    group_slots: Arc<HashMap<String, Vec<u32>>>,
 }
 
 static EMPTY: Vec<String> = Vec::new();
@@ -141,15 +207,25 @@ impl State {
     pub fn user_count(&self) -> usize {
         self.users.len()
     }
-    pub fn group(&self, id: &str) -> Option<&Group> {
-        self.groups.get(id)
+    pub fn group(&self, id: &str) -> Option<GroupRef<'_>> {
+        let n = self.group_ids.get(id)?;
+        self.groups.get(&n).map(|g| self.group_ref(n, g))
     }
-    pub fn groups(&self) -> impl Iterator<Item = &Group> {
-        self.groups.values()
+    pub fn groups(&self) -> impl Iterator<Item = GroupRef<'_>> {
+        self.groups.iter().map(|(n, g)| self.group_ref(*n, g))
+    }
+    fn group_ref<'a>(&'a self, n: u32, g: &'a StoredGroup) -> GroupRef<'a> {
+        GroupRef { id: self.group_ids.name(n), name: &g.name, kind: g.kind, members: &g.members, slots: &self.slots }
     }
     /// Ids of the groups (of either kind) that `member_id` belongs to.
-    pub fn groups_of(&self, member_id: &str) -> &[String] {
-        self.member_of.get(member_id).unwrap_or(&EMPTY)
+    pub fn groups_of<'a>(&'a self, member_id: &str) -> impl Iterator<Item = &'a str> + Clone + use<'a> {
+        let numbers = self.slots.ids.get(member_id).and_then(|s| self.member_of.get(&s)).map_or(&[][..], Vec::as_slice);
+        numbers.iter().map(|n| self.group_ids.name(*n))
+    }
+    /// Whether `member_id` is a member of the group `group_id` (of either kind).
+    pub fn in_group(&self, member_id: &str, group_id: &str) -> bool {
+        let (Some(s), Some(g)) = (self.slots.ids.get(member_id), self.group_ids.get(group_id)) else { return false };
+        self.member_of.get(&s).is_some_and(|groups| groups.contains(&g))
     }
     pub fn device(&self, id: &str) -> Option<&Device> {
         self.devices.get(id)
@@ -204,7 +280,10 @@ impl State {
 
     /// The members' slots of a user group (empty for other groups).
     pub fn group_member_slots(&self, group_id: &str) -> &[u32] {
-        self.group_slots.get(group_id).map_or(&[], Vec::as_slice)
+        match self.group_ids.get(group_id).and_then(|n| self.groups.get(&n)) {
+            Some(g) if g.kind == GroupKind::User => &g.members,
+            _ => &[],
+        }
     }
 
     /// Per slot (see [`State::group_member_slots`]): whether it is a known user, and how many
@@ -231,31 +310,37 @@ impl State {
                 touched
             }
             Change::PutGroup(group) => {
-                let old = Arc::make_mut(&mut self.groups).remove(&group.id);
-                let mut touched = self.group_touch(old.as_ref());
-                touched.merge(self.group_touch(Some(&group)));
+                let n = Arc::make_mut(&mut self.group_ids).intern(&group.id);
+                let old = Arc::make_mut(&mut self.groups).remove(&n);
+                let mut touched = old.as_ref().map_or_else(Touched::default, |g| self.group_touch(g));
+                touched.merge(self.members_touch(
+                    group.kind,
+                    group.members.len(),
+                    group.members.iter().map(String::as_str),
+                ));
                 if let Some(old) = &old {
-                    self.unindex_members(old);
+                    self.unindex_members(n, old);
                 }
-                for m in &group.members {
-                    Arc::make_mut(&mut self.member_of).entry(m.clone()).or_default().push(group.id.clone());
+                let slots = Arc::make_mut(&mut self.slots);
+                let members: Vec<u32> = group.members.iter().map(|m| slots.slot(m) as u32).collect();
+                let member_of = Arc::make_mut(&mut self.member_of);
+                for m in &members {
+                    member_of.entry(*m).or_default().push(n);
                 }
-                Arc::make_mut(&mut self.group_slots).remove(&group.id);
-                if group.kind == GroupKind::User {
-                    let slots = group.members.iter().map(|m| Arc::make_mut(&mut self.slots).slot(m) as u32).collect();
-                    Arc::make_mut(&mut self.group_slots).insert(group.id.clone(), slots);
-                }
-                Arc::make_mut(&mut self.groups).insert(group.id.clone(), group);
+                let stored = StoredGroup { name: group.name, kind: group.kind, members };
+                Arc::make_mut(&mut self.groups).insert(n, stored);
                 touched
             }
-            Change::DeleteGroup(id) => match Arc::make_mut(&mut self.groups).remove(&id) {
-                Some(old) => {
-                    Arc::make_mut(&mut self.group_slots).remove(&id);
-                    self.unindex_members(&old);
-                    self.group_touch(Some(&old))
+            Change::DeleteGroup(id) => {
+                let Some(n) = self.group_ids.get(&id) else { return Touched::default() };
+                match Arc::make_mut(&mut self.groups).remove(&n) {
+                    Some(old) => {
+                        self.unindex_members(n, &old);
+                        self.group_touch(&old)
+                    }
+                    None => Touched::default(),
                 }
-                None => Touched::default(),
-            },
+            }
             Change::PutDevice(device) => {
                 let mut touched = Touched::default();
                 if let Some(old) = Arc::make_mut(&mut self.devices).remove(&device.id) {
@@ -345,15 +430,18 @@ impl State {
         touched
     }
 
+    fn group_touch(&self, group: &StoredGroup) -> Touched {
+        self.members_touch(group.kind, group.members.len(), group.members.iter().map(|s| self.slots.ids.name(*s)))
+    }
+
     /// A user group's members' devices; a device group's member devices (for diagnosis).
-    fn group_touch(&self, group: Option<&Group>) -> Touched {
-        let Some(group) = group else { return Touched::default() };
-        if group.members.len() > TOUCH_ALL_ABOVE {
+    fn members_touch<'a>(&self, kind: GroupKind, count: usize, ids: impl Iterator<Item = &'a str>) -> Touched {
+        if count > TOUCH_ALL_ABOVE {
             return Touched { all: true, ..Touched::default() };
         }
-        match group.kind {
-            GroupKind::User => self.devices_of_users(group.members.iter().map(String::as_str)),
-            GroupKind::Device => Touched { all: false, devices: group.members.iter().cloned().collect() },
+        match kind {
+            GroupKind::User => self.devices_of_users(ids),
+            GroupKind::Device => Touched { all: false, devices: ids.map(str::to_string).collect() },
         }
     }
 
@@ -364,9 +452,15 @@ impl State {
         Arc::make_mut(&mut self.slots).devices[slot] -= 1;
     }
 
-    fn unindex_members(&mut self, group: &Group) {
+    fn unindex_members(&mut self, n: u32, group: &StoredGroup) {
+        let member_of = Arc::make_mut(&mut self.member_of);
         for m in &group.members {
-            remove_from(Arc::make_mut(&mut self.member_of), m, &group.id);
+            if let Some(groups) = member_of.get_mut(m) {
+                groups.retain(|g| *g != n);
+                if groups.is_empty() {
+                    member_of.remove(m);
+                }
+            }
         }
     }
 }

@@ -32,10 +32,9 @@ fn matching<'s>(
     state: &'s State,
     user_id: &str,
     set: &'s HashSet<String, RandomState>,
-) -> impl Iterator<Item = &'s String> + 's {
+) -> impl Iterator<Item = &'s str> + 's {
     state
         .groups_of(user_id)
-        .iter()
         .filter(move |g| set.contains(*g) && state.group(g).is_some_and(|g| g.kind == GroupKind::User))
 }
 
@@ -53,7 +52,7 @@ pub fn target(state: &State, user_id: &str, targets: &Targets) -> EnrollmentTarg
 /// Where `user_id` enrolls under `targets`, and the groups that decided it.
 pub fn resolve(state: &State, user_id: &str, targets: &Targets) -> Enrollment {
     let sorted = |set| {
-        let mut v: Vec<String> = matching(state, user_id, set).cloned().collect();
+        let mut v: Vec<String> = matching(state, user_id, set).map(str::to_string).collect();
         v.sort();
         v
     };

@@ -167,7 +167,13 @@ impl Engine {
             }
             let mut changes = Vec::new();
             changes.extend(users.iter().filter(|u| state.user(&u.id) != Some(*u)).cloned().map(Change::PutUser));
-            changes.extend(groups.iter().filter(|g| state.group(&g.id) != Some(*g)).cloned().map(Change::PutGroup));
+            changes.extend(
+                groups
+                    .iter()
+                    .filter(|g| state.group(&g.id).is_none_or(|old| old != **g))
+                    .cloned()
+                    .map(Change::PutGroup),
+            );
             changes
                 .extend(removed_user_ids.iter().filter(|id| state.user(id).is_some()).cloned().map(Change::DeleteUser));
             changes.extend(
