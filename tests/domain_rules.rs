@@ -1097,7 +1097,7 @@ fn rule6_duplicate_registrations_are_both_denied_until_one_is_deleted() {
     second.facts.file_vault = Some(FileVault::NotEncrypted);
     let touched = state.apply(Change::PutDevice(second));
     assert!(touched.devices.contains("mac-a") && touched.devices.contains("mac-b"), "{touched:?}");
-    assert_eq!(state.devices_with_serial("C02DUP").len(), 2);
+    assert_eq!(state.devices_with_serial("C02DUP").count(), 2);
 
     let a = decide(&state, "mac-a", T0);
     assert!(!a.allow);
@@ -1111,7 +1111,7 @@ fn rule6_duplicate_registrations_are_both_denied_until_one_is_deleted() {
 
     let touched = state.apply(Change::DeleteDevice("mac-b".into()));
     assert!(touched.devices.contains("mac-a"), "deleting a duplicate touches the survivor: {touched:?}");
-    assert_eq!(state.devices_with_serial("C02DUP"), ["mac-a".to_string()]);
+    assert_eq!(state.devices_with_serial("C02DUP").collect::<Vec<_>>(), ["mac-a"]);
     let a = decide(&state, "mac-a", T0);
     assert!(a.allow);
     assert_eq!(codes(&a), vec![ReasonCode::Compliant]);

@@ -233,7 +233,7 @@ impl<'a> After<'a> {
             }
         }
         for user in users {
-            affected.extend(self.state.devices_of_user(user).iter().map(String::as_str));
+            affected.extend(self.state.devices_of_user(user));
         }
         let mut affected: Vec<&str> = affected.into_iter().collect();
         affected.sort_unstable();

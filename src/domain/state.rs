@@ -10,6 +10,7 @@ use foldhash::fast::RandomState;
 type HashMap<K, V> = std::collections::HashMap<K, V, RandomState>;
 
 use super::model::{Assignment, Connector, Device, Failure, Group, GroupKind, Policy, TenantSettings, Timestamp, User};
+use super::table::{Record, Table};
 
 /// One durable change. The store logs these with their revision; replicas replay them.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,20 +79,42 @@ impl Targets {
 /// reused (an id removed keeps its number for when it returns), so the set grows only with
 /// ids ever seen.
 #[derive(Debug, Default, Clone)]
-struct Ids(indexmap::IndexSet<Box<str>, RandomState>);
+struct Ids(Table<Box<str>>);
 
 impl Ids {
     fn get(&self, id: &str) -> Option<u32> {
-        self.0.get_index_of(id).map(|n| n as u32)
+        self.0.position(id)
     }
     fn intern(&mut self, id: &str) -> u32 {
         match self.get(id) {
             Some(n) => n,
-            None => self.0.insert_full(id.into()).0 as u32,
+            None => self.0.insert(id.into()).0,
         }
     }
     fn name(&self, n: u32) -> &str {
-        &self.0[n as usize]
+        self.0.at(n)
+    }
+}
+
+/// Devices are found by id, by serial number (duplicates) and by primary user.
+const SERIAL: usize = 1;
+const USER: usize = 2;
+
+impl Record for Device {
+    const KEYS: usize = 3;
+    fn key(&self, k: usize) -> &str {
+        match k {
+            0 => &self.id,
+            SERIAL => &self.serial_number,
+            _ => &self.user_id,
+        }
+    }
+}
+
+impl Record for User {
+    const KEYS: usize = 1;
+    fn key(&self, _: usize) -> &str {
+        &self.id
     }
 }
 
@@ -105,6 +128,8 @@ struct Slots {
     is_user: Vec<bool>,
     /// Per slot: how many devices have it as their primary user.
     devices: Vec<u32>,
+    /// Per slot: the numbers of the groups it is a member of.
+    groups: Vec<Vec<u32>>,
 }
 
 impl Slots {
@@ -113,6 +138,7 @@ impl Slots {
         if s == self.is_user.len() {
             self.is_user.push(false);
             self.devices.push(0);
+            self.groups.push(Vec::new());
         }
         s
     }
@@ -172,15 +198,11 @@ const TOUCH_ALL_ABOVE: usize = 10_000;
 /// indexes it changes.
 #[derive(Debug, Default, Clone)]
 pub struct State {
-    users: Arc<HashMap<String, User>>,
+    users: Arc<Table<User>>,
     /// Group ids, numbered.
     group_ids: Arc<Ids>,
     groups: Arc<HashMap<u32, StoredGroup>>,
-    /// member slot (user or device) → numbers of the groups it belongs to
-    member_of: Arc<HashMap<u32, Vec<u32>>>,
-    devices: Arc<HashMap<String, Device>>,
-    devices_by_user: Arc<HashMap<String, Vec<String>>>,
-    devices_by_serial: Arc<HashMap<String, Vec<String>>>,
+    devices: Arc<Table<Device>>,
     policies: BTreeMap<String, Policy>,
     assignments: HashMap<String, Assignment>,
     connector: Connector,
@@ -195,14 +217,12 @@ pub struct State {
     slots: Arc<Slots>,
 }
 
-static EMPTY: Vec<String> = Vec::new();
-
 impl State {
     pub fn user(&self, id: &str) -> Option<&User> {
         self.users.get(id)
     }
     pub fn users(&self) -> impl Iterator<Item = &User> {
-        self.users.values()
+        self.users.iter()
     }
     pub fn user_count(&self) -> usize {
         self.users.len()
@@ -219,29 +239,31 @@ impl State {
     }
     /// Ids of the groups (of either kind) that `member_id` belongs to.
     pub fn groups_of<'a>(&'a self, member_id: &str) -> impl Iterator<Item = &'a str> + Clone + use<'a> {
-        let numbers = self.slots.ids.get(member_id).and_then(|s| self.member_of.get(&s)).map_or(&[][..], Vec::as_slice);
+        let numbers = self.slots.ids.get(member_id).map_or(&[][..], |s| &self.slots.groups[s as usize]);
         numbers.iter().map(|n| self.group_ids.name(*n))
     }
     /// Whether `member_id` is a member of the group `group_id` (of either kind).
     pub fn in_group(&self, member_id: &str, group_id: &str) -> bool {
         let (Some(s), Some(g)) = (self.slots.ids.get(member_id), self.group_ids.get(group_id)) else { return false };
-        self.member_of.get(&s).is_some_and(|groups| groups.contains(&g))
+        self.slots.groups[s as usize].contains(&g)
     }
     pub fn device(&self, id: &str) -> Option<&Device> {
         self.devices.get(id)
     }
     pub fn devices(&self) -> impl Iterator<Item = &Device> {
-        self.devices.values()
+        self.devices.iter()
     }
     pub fn device_count(&self) -> usize {
         self.devices.len()
     }
-    pub fn devices_of_user(&self, user_id: &str) -> &[String] {
-        self.devices_by_user.get(user_id).unwrap_or(&EMPTY)
+    /// The ids of the devices whose primary user is `user_id`, in no particular order.
+    pub fn devices_of_user<'a>(&'a self, user_id: &'a str) -> impl Iterator<Item = &'a str> + Clone + use<'a> {
+        self.devices.find(USER, user_id).map(|d| d.id.as_str())
     }
-    /// Every device record with this serial number: more than one is a duplicate registration.
-    pub fn devices_with_serial(&self, serial: &str) -> &[String] {
-        self.devices_by_serial.get(serial).unwrap_or(&EMPTY)
+    /// The ids of every device record with this serial number, in no particular order: more
+    /// than one is a duplicate registration.
+    pub fn devices_with_serial<'a>(&'a self, serial: &'a str) -> impl Iterator<Item = &'a str> + Clone + use<'a> {
+        self.devices.find(SERIAL, serial).map(|d| d.id.as_str())
     }
     pub fn policy(&self, id: &str) -> Option<&Policy> {
         self.policies.get(id)
@@ -299,7 +321,7 @@ impl State {
                 let touched = self.devices_of_users([user.id.as_str()]);
                 let slot = Arc::make_mut(&mut self.slots).slot(&user.id);
                 Arc::make_mut(&mut self.slots).is_user[slot] = true;
-                Arc::make_mut(&mut self.users).insert(user.id.clone(), user);
+                Arc::make_mut(&mut self.users).insert(user);
                 touched
             }
             Change::DeleteUser(id) => {
@@ -323,9 +345,8 @@ impl State {
                 }
                 let slots = Arc::make_mut(&mut self.slots);
                 let members: Vec<u32> = group.members.iter().map(|m| slots.slot(m) as u32).collect();
-                let member_of = Arc::make_mut(&mut self.member_of);
                 for m in &members {
-                    member_of.entry(*m).or_default().push(n);
+                    slots.groups[*m as usize].push(n);
                 }
                 let stored = StoredGroup { name: group.name, kind: group.kind, members };
                 Arc::make_mut(&mut self.groups).insert(n, stored);
@@ -342,32 +363,15 @@ impl State {
                 }
             }
             Change::PutDevice(device) => {
-                let mut touched = Touched::default();
-                if let Some(old) = Arc::make_mut(&mut self.devices).remove(&device.id) {
-                    touched.devices.extend(self.devices_with_serial(&old.serial_number).iter().cloned());
-                    self.unindex_device(&old);
-                }
+                let mut touched = self.delete_device(&device.id);
                 let slot = Arc::make_mut(&mut self.slots).slot(&device.user_id);
                 Arc::make_mut(&mut self.slots).devices[slot] += 1;
-                Arc::make_mut(&mut self.devices_by_user)
-                    .entry(device.user_id.clone())
-                    .or_default()
-                    .push(device.id.clone());
-                let same_serial =
-                    Arc::make_mut(&mut self.devices_by_serial).entry(device.serial_number.clone()).or_default();
-                same_serial.push(device.id.clone());
-                touched.devices.extend(same_serial.iter().cloned());
-                Arc::make_mut(&mut self.devices).insert(device.id.clone(), device);
+                let serial = device.serial_number.clone();
+                Arc::make_mut(&mut self.devices).insert(device);
+                touched.devices.extend(self.devices_with_serial(&serial).map(str::to_string));
                 touched
             }
-            Change::DeleteDevice(id) => {
-                let mut touched = Touched::default();
-                if let Some(old) = Arc::make_mut(&mut self.devices).remove(&id) {
-                    touched.devices.extend(self.devices_with_serial(&old.serial_number).iter().cloned());
-                    self.unindex_device(&old);
-                }
-                touched
-            }
+            Change::DeleteDevice(id) => self.delete_device(&id),
             Change::PutPolicy(policy) => {
                 self.policies.insert(policy.id.clone(), policy);
                 Touched { all: true, ..Touched::default() }
@@ -422,7 +426,7 @@ impl State {
     fn devices_of_users<'a>(&self, users: impl IntoIterator<Item = &'a str>) -> Touched {
         let mut touched = Touched::default();
         for u in users {
-            touched.devices.extend(self.devices_of_user(u).iter().cloned());
+            touched.devices.extend(self.devices_of_user(u).map(str::to_string));
             if touched.devices.len() > TOUCH_ALL_ABOVE {
                 return Touched { all: true, ..Touched::default() };
             }
@@ -445,31 +449,22 @@ impl State {
         }
     }
 
-    fn unindex_device(&mut self, old: &Device) {
-        remove_from(Arc::make_mut(&mut self.devices_by_user), &old.user_id, &old.id);
-        remove_from(Arc::make_mut(&mut self.devices_by_serial), &old.serial_number, &old.id);
-        let slot = Arc::make_mut(&mut self.slots).slot(&old.user_id);
-        Arc::make_mut(&mut self.slots).devices[slot] -= 1;
+    /// Removes the device's record, touching it and the records that shared its serial.
+    fn delete_device(&mut self, id: &str) -> Touched {
+        let mut touched = Touched::default();
+        if let Some(old) = Arc::make_mut(&mut self.devices).remove(id) {
+            touched.devices.insert(old.id.clone());
+            touched.devices.extend(self.devices_with_serial(&old.serial_number).map(str::to_string));
+            let slot = Arc::make_mut(&mut self.slots).slot(&old.user_id);
+            Arc::make_mut(&mut self.slots).devices[slot] -= 1;
+        }
+        touched
     }
 
     fn unindex_members(&mut self, n: u32, group: &StoredGroup) {
-        let member_of = Arc::make_mut(&mut self.member_of);
+        let slots = Arc::make_mut(&mut self.slots);
         for m in &group.members {
-            if let Some(groups) = member_of.get_mut(m) {
-                groups.retain(|g| *g != n);
-                if groups.is_empty() {
-                    member_of.remove(m);
-                }
-            }
-        }
-    }
-}
-
-fn remove_from(index: &mut HashMap<String, Vec<String>>, key: &str, value: &str) {
-    if let Some(list) = index.get_mut(key) {
-        list.retain(|v| v != value);
-        if list.is_empty() {
-            index.remove(key);
+            slots.groups[*m as usize].retain(|g| *g != n);
         }
     }
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::Executor;
 use sqlx::sqlite::{
-    Sqlite, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    Sqlite, SqliteAutoVacuum, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 use tokio::sync::mpsc::Receiver;
 
@@ -37,6 +38,9 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
+            // Takes effect on a new file only: pages the change log's compaction frees go back
+            // to the file system (see `release_free_pages`).
+            .auto_vacuum(SqliteAutoVacuum::Incremental)
             .busy_timeout(Duration::from_secs(10));
         // One writer at a time is all SQLite allows; the engine serializes writes anyway.
         let pool = SqlitePoolOptions::new().max_connections(2).connect_with(options).await?;
@@ -87,6 +91,29 @@ async fn commit_on(
     Ok(Commit::Done(revision))
 }
 
+/// Pages per `incremental_vacuum` statement (16 MiB of 4 KiB pages): each is a write, so
+/// commits wait at most for one of them.
+const VACUUM_PAGES: i64 = 4096;
+
+/// Shortens the file by its free pages, so that a change log once long (an import, a replica
+/// that held compaction back) does not keep its disk. A file created before auto-vacuum was
+/// incremental keeps its free pages, and reuses them for new rows.
+async fn release_free_pages(conn: &mut SqliteConnection) -> Result<()> {
+    let (mode,): (i64,) = sqlx::query_as("PRAGMA auto_vacuum").fetch_one(&mut *conn).await?;
+    if mode != 2 {
+        return Ok(());
+    }
+    let mut free = i64::MAX;
+    loop {
+        let (now,): (i64,) = sqlx::query_as("PRAGMA freelist_count").fetch_one(&mut *conn).await?;
+        if now == 0 || now >= free {
+            return Ok(());
+        }
+        free = now;
+        conn.execute(format!("PRAGMA incremental_vacuum({VACUUM_PAGES})").as_str()).await?;
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn load(&self) -> Result<Snapshot> {
@@ -113,7 +140,12 @@ impl Store for SqliteStore {
     }
 
     async fn compact(&self, keep_from: u64, older_than: i64) -> Result<super::Compaction> {
-        sql::compact::<Sqlite>(&mut *self.pool.acquire().await?, keep_from, older_than).await
+        let mut conn = self.pool.acquire().await?;
+        let compaction = sql::compact::<Sqlite>(&mut conn, keep_from, older_than).await?;
+        if compaction.deleted > 0 {
+            release_free_pages(&mut conn).await?;
+        }
+        Ok(compaction)
     }
 
     /// SQLite has no change feed: callers poll `changes_since`.

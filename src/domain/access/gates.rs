@@ -117,9 +117,11 @@ impl Gates {
 
     /// Duplicates are reported, never merged into an allow (cause 6).
     pub(super) fn duplicates(&mut self, state: &State, device: &Device) {
-        let same_serial = state.devices_with_serial(&device.serial_number);
-        if same_serial.len() > 1 {
-            let others: Vec<&str> = same_serial.iter().filter(|d| **d != device.id).map(String::as_str).collect();
+        let mut others: Vec<&str> =
+            state.devices_with_serial(&device.serial_number).filter(|d| *d != device.id).collect();
+        if !others.is_empty() {
+            // Sorted, so that every replica words it alike.
+            others.sort_unstable();
             let message = format!("serial {} is also registered as {}", device.serial_number, others.join(", "));
             self.add(ReasonCode::DuplicateRegistration, message);
         }

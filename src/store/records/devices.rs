@@ -9,25 +9,56 @@ use crate::domain::Timestamp;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct PasswordFacts {
+    #[serde(rename = "req", alias = "required", default, skip_serializing_if = "Option::is_none")]
     required: Option<bool>,
+    #[serde(rename = "simple", alias = "simple_blocked", default, skip_serializing_if = "Option::is_none")]
     simple_blocked: Option<bool>,
+    #[serde(rename = "min_len", alias = "min_length", default, skip_serializing_if = "Option::is_none")]
     min_length: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     kind: Option<PasswordType>,
+    #[serde(rename = "sets", alias = "min_character_sets", default, skip_serializing_if = "Option::is_none")]
     min_character_sets: Option<u32>,
+    #[serde(
+        rename = "lock_after",
+        alias = "minutes_of_inactivity_before_lock",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     minutes_of_inactivity_before_lock: Option<u32>,
+    #[serde(rename = "expiry", alias = "expiry_days", default, skip_serializing_if = "Option::is_none")]
     expiry_days: Option<u32>,
+    #[serde(
+        rename = "history",
+        alias = "previous_passwords_blocked",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     previous_passwords_blocked: Option<u32>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct SecurityFacts {
+    #[serde(rename = "sip", alias = "system_integrity_protection", default, skip_serializing_if = "Option::is_none")]
     system_integrity_protection: Option<Sip>,
+    #[serde(rename = "fv", alias = "file_vault", default, skip_serializing_if = "Option::is_none")]
     file_vault: Option<FileVault>,
+    #[serde(rename = "gk", alias = "gatekeeper", default, skip_serializing_if = "Option::is_none")]
     gatekeeper: Option<Gatekeeper>,
+    #[serde(rename = "fw", alias = "firewall_enabled", default, skip_serializing_if = "Option::is_none")]
     firewall_enabled: Option<bool>,
+    #[serde(
+        rename = "fw_block",
+        alias = "firewall_block_all_incoming",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     firewall_block_all_incoming: Option<bool>,
+    #[serde(rename = "fw_stealth", alias = "firewall_stealth_mode", default, skip_serializing_if = "Option::is_none")]
     firewall_stealth_mode: Option<bool>,
+    #[serde(rename = "pw", alias = "password", default)]
     password: PasswordFacts,
+    #[serde(rename = "threat", alias = "threat_level", default, skip_serializing_if = "Option::is_none")]
     threat_level: Option<ThreatLevel>,
 }
 
@@ -37,23 +68,38 @@ pub(crate) struct PartnerVerdict {
     decided_at: i64,
 }
 
+/// Version 2 writes short keys and leaves out what was not reported: it halves a device's row
+/// and its change-log entries. Version 1 rows, with their long keys, still read.
+const DEVICE_VERSION: u32 = 2;
+
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Device<'a> {
     #[serde(default = "version")]
     v: u32,
     id: Cow<'a, str>,
+    #[serde(rename = "pid", alias = "partner_device_id")]
     partner_device_id: Cow<'a, str>,
+    #[serde(rename = "sn", alias = "serial_number")]
     serial_number: Cow<'a, str>,
     name: Cow<'a, str>,
     model: Cow<'a, str>,
+    #[serde(rename = "user", alias = "user_id")]
     user_id: Cow<'a, str>,
+    #[serde(rename = "os", alias = "os_version")]
     os_version: Cow<'a, str>,
+    #[serde(rename = "build", alias = "os_build", default, skip_serializing_if = "Option::is_none")]
     os_build: Option<Cow<'a, str>>,
+    #[serde(rename = "reg", alias = "registration")]
     registration: Registration,
+    #[serde(rename = "seen", alias = "last_check_in")]
     last_check_in: i64,
+    #[serde(rename = "token", alias = "last_token_renewal")]
     last_token_renewal: i64,
+    #[serde(rename = "refresh", alias = "refresh_token_issued", default, skip_serializing_if = "Option::is_none")]
     refresh_token_issued: Option<i64>,
+    #[serde(rename = "f", alias = "facts")]
     facts: SecurityFacts,
+    #[serde(rename = "verdict", alias = "partner_verdict", default, skip_serializing_if = "Option::is_none")]
     partner_verdict: Option<PartnerVerdict>,
 }
 
@@ -62,7 +108,7 @@ impl<'a> From<&'a m::Device> for Device<'a> {
         let f = &d.facts;
         let p = &f.password;
         Device {
-            v: VERSION,
+            v: DEVICE_VERSION,
             id: text(&d.id),
             partner_device_id: text(&d.partner_device_id),
             serial_number: text(&d.serial_number),
@@ -104,7 +150,9 @@ impl<'a> From<&'a m::Device> for Device<'a> {
 impl TryFrom<Device<'_>> for m::Device {
     type Error = Error;
     fn try_from(d: Device<'_>) -> Result<Self> {
-        known(d.v, "device")?;
+        if d.v != 1 {
+            known_as(d.v, DEVICE_VERSION, "device")?;
+        }
         let f = d.facts;
         Ok(m::Device {
             id: d.id.into_owned(),

@@ -35,7 +35,12 @@ pub(super) fn version() -> u32 {
 }
 
 pub(super) fn known(v: u32, what: &str) -> Result<()> {
-    if v == VERSION {
+    known_as(v, VERSION, what)
+}
+
+/// `v` is `what`'s current version `current`.
+pub(super) fn known_as(v: u32, current: u32, what: &str) -> Result<()> {
+    if v == current {
         Ok(())
     } else {
         Err(Error::Storage(format!("corrupt row: {what} record version {v} is unknown")))
