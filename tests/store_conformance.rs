@@ -169,6 +169,7 @@ conformance!(
         empty_store_loads_empty,
         commits_number_revisions_from_one,
         load_reproduces_the_applied_state,
+        a_state_larger_than_a_chunk_loads_whole,
         deletes_persist,
         changes_since_returns_later_revisions_in_order,
         concurrent_commits_get_consecutive_revisions,
@@ -477,6 +478,38 @@ async fn load_reproduces_the_applied_state(store: Arc<dyn Store>, _db: Arc<Db>) 
     assert_eq!(snapshot.state.user_count(), 12);
     assert_eq!(*snapshot.state.settings(), settings());
     assert_eq!(snapshot.state.connector(), expected.connector());
+}
+
+/// More rows than loading reads at once, in every table read in chunks (users, groups,
+/// devices, and the failures of more devices than a chunk holds): every row loads, once.
+async fn a_state_larger_than_a_chunk_loads_whole(store: Arc<dyn Store>, _db: Arc<Db>) {
+    const USERS: usize = 11_000;
+    const GROUPS: usize = 450;
+    const DEVICES: usize = 11_000;
+    let mut changes: Vec<Change> = (0..USERS).map(|i| Change::PutUser(user(&user_id(i)))).collect();
+    for g in 0..GROUPS {
+        let members: Vec<String> = (g..USERS).step_by(GROUPS).map(user_id).collect();
+        let members: Vec<&str> = members.iter().map(String::as_str).collect();
+        changes.push(Change::PutGroup(group(&group_id(g), &members)));
+    }
+    changes.extend((0..2).map(|p| Change::PutPolicy(policy(p))));
+    for i in 0..DEVICES {
+        changes.push(Change::PutDevice(device(i, i % USERS)));
+        if i.is_multiple_of(4) {
+            for p in 0..2 {
+                let since = NOW.plus_secs(-(i as i64));
+                let failure = Failure { since, grace_ends: since.plus_hours(24) };
+                changes.push(Change::PutFailing { device_id: device_id(i), policy_id: policy(p).id, failure });
+            }
+        }
+    }
+    let batches: Vec<Vec<Change>> = changes.chunks(1_000).map(<[Change]>::to_vec).collect();
+    commit_all(&*store, &batches).await;
+
+    let snapshot = store.load().await.expect("load");
+    assert_eq!((snapshot.state.user_count(), snapshot.state.device_count()), (USERS, DEVICES));
+    assert_eq!(snapshot.state.groups().count(), GROUPS);
+    assert_eq!(contents(&snapshot.state, &changes), contents(&applied(&batches), &changes));
 }
 
 async fn deletes_persist(store: Arc<dyn Store>, _db: Arc<Db>) {

@@ -86,10 +86,7 @@ impl Ids {
         self.0.position(id)
     }
     fn intern(&mut self, id: &str) -> u32 {
-        match self.get(id) {
-            Some(n) => n,
-            None => self.0.insert(id.into()).0,
-        }
+        self.0.position_or_insert(id, || id.into())
     }
     fn name(&self, n: u32) -> &str {
         self.0.at(n)
@@ -314,34 +311,43 @@ impl State {
         (&self.slots.is_user, &self.slots.devices)
     }
 
+    /// Room for this many more users and devices, so that loading a large organisation does
+    /// not grow its tables step by step.
+    pub fn reserve(&mut self, users: usize, devices: usize) {
+        Arc::make_mut(&mut self.users).reserve(users);
+        Arc::make_mut(&mut self.devices).reserve(devices);
+        let slots = Arc::make_mut(&mut self.slots);
+        slots.ids.0.reserve(users);
+        slots.is_user.reserve(users);
+        slots.devices.reserve(users);
+        slots.groups.reserve(users);
+    }
+
     /// Applies one change and says which decisions it can have changed.
     pub fn apply(&mut self, change: Change) -> Touched {
+        let touched = self.touched_by(&change);
+        self.restore(change);
+        touched
+    }
+
+    /// Applies one change without working out what it touches: for a state read back from
+    /// the store, before anything is cached.
+    pub fn restore(&mut self, change: Change) {
         match change {
             Change::PutUser(user) => {
-                let touched = self.devices_of_users([user.id.as_str()]);
                 let slot = Arc::make_mut(&mut self.slots).slot(&user.id);
                 Arc::make_mut(&mut self.slots).is_user[slot] = true;
                 Arc::make_mut(&mut self.users).insert(user);
-                touched
             }
             Change::DeleteUser(id) => {
-                let touched = self.devices_of_users([id.as_str()]);
                 let slot = Arc::make_mut(&mut self.slots).slot(&id);
                 Arc::make_mut(&mut self.slots).is_user[slot] = false;
                 Arc::make_mut(&mut self.users).remove(&id);
-                touched
             }
             Change::PutGroup(group) => {
                 let n = Arc::make_mut(&mut self.group_ids).intern(&group.id);
-                let old = Arc::make_mut(&mut self.groups).remove(&n);
-                let mut touched = old.as_ref().map_or_else(Touched::default, |g| self.group_touch(g));
-                touched.merge(self.members_touch(
-                    group.kind,
-                    group.members.len(),
-                    group.members.iter().map(String::as_str),
-                ));
-                if let Some(old) = &old {
-                    self.unindex_members(n, old);
+                if let Some(old) = Arc::make_mut(&mut self.groups).remove(&n) {
+                    self.unindex_members(n, &old);
                 }
                 let slots = Arc::make_mut(&mut self.slots);
                 let members: Vec<u32> = group.members.iter().map(|m| slots.slot(m) as u32).collect();
@@ -350,31 +356,22 @@ impl State {
                 }
                 let stored = StoredGroup { name: group.name, kind: group.kind, members };
                 Arc::make_mut(&mut self.groups).insert(n, stored);
-                touched
             }
             Change::DeleteGroup(id) => {
-                let Some(n) = self.group_ids.get(&id) else { return Touched::default() };
-                match Arc::make_mut(&mut self.groups).remove(&n) {
-                    Some(old) => {
-                        self.unindex_members(n, &old);
-                        self.group_touch(&old)
-                    }
-                    None => Touched::default(),
+                let Some(n) = self.group_ids.get(&id) else { return };
+                if let Some(old) = Arc::make_mut(&mut self.groups).remove(&n) {
+                    self.unindex_members(n, &old);
                 }
             }
             Change::PutDevice(device) => {
-                let mut touched = self.delete_device(&device.id);
+                self.delete_device(&device.id);
                 let slot = Arc::make_mut(&mut self.slots).slot(&device.user_id);
                 Arc::make_mut(&mut self.slots).devices[slot] += 1;
-                let serial = device.serial_number.clone();
                 Arc::make_mut(&mut self.devices).insert(device);
-                touched.devices.extend(self.devices_with_serial(&serial).map(str::to_string));
-                touched
             }
             Change::DeleteDevice(id) => self.delete_device(&id),
             Change::PutPolicy(policy) => {
                 self.policies.insert(policy.id.clone(), policy);
-                Touched { all: true, ..Touched::default() }
             }
             Change::DeletePolicy(id) => {
                 self.policies.remove(&id);
@@ -383,7 +380,6 @@ impl State {
                     f.remove(&id);
                     !f.is_empty()
                 });
-                Touched { all: true, ..Touched::default() }
             }
             Change::PutAssignment(a) => {
                 if a.include_group_ids.is_empty() && a.exclude_group_ids.is_empty() {
@@ -391,20 +387,14 @@ impl State {
                 } else {
                     self.assignments.insert(a.policy_id.clone(), a);
                 }
-                Touched { all: true, ..Touched::default() }
             }
             Change::PutConnector(c) => {
                 self.connector_targets = Targets::new(&c.include_group_ids, &c.exclude_group_ids);
                 self.connector = c;
-                Touched { all: true, ..Touched::default() }
             }
-            Change::PutSettings(s) => {
-                self.settings = s;
-                Touched { all: true, ..Touched::default() }
-            }
+            Change::PutSettings(s) => self.settings = s,
             Change::PutFailing { device_id, policy_id, failure } => {
-                Arc::make_mut(&mut self.failing).entry(device_id.clone()).or_default().insert(policy_id, failure);
-                Touched { all: false, devices: HashSet::from([device_id]) }
+                Arc::make_mut(&mut self.failing).entry(device_id).or_default().insert(policy_id, failure);
             }
             Change::DeleteFailing { device_id, policy_id } => {
                 if let Some(f) = Arc::make_mut(&mut self.failing).get_mut(&device_id) {
@@ -413,13 +403,40 @@ impl State {
                         Arc::make_mut(&mut self.failing).remove(&device_id);
                     }
                 }
-                Touched { all: false, devices: HashSet::from([device_id]) }
             }
-            Change::PutHeartbeat(at) => {
-                // Not a decision input: nothing cached depends on it.
-                self.heartbeat = Some(at);
-                Touched::default()
+            Change::PutHeartbeat(at) => self.heartbeat = Some(at),
+        }
+    }
+
+    /// Which decisions `change` can change, worked out before it is applied.
+    fn touched_by(&self, change: &Change) -> Touched {
+        let all = || Touched { all: true, ..Touched::default() };
+        match change {
+            Change::PutUser(User { id, .. }) | Change::DeleteUser(id) => self.devices_of_users([id.as_str()]),
+            Change::PutGroup(group) => {
+                let mut touched = self.group(&group.id).map_or_else(Touched::default, |g| self.group_touch(&g));
+                let members = group.members.iter().map(String::as_str);
+                touched.merge(self.members_touch(group.kind, group.members.len(), members));
+                touched
             }
+            Change::DeleteGroup(id) => self.group(id).map_or_else(Touched::default, |g| self.group_touch(&g)),
+            Change::PutDevice(device) => {
+                let mut touched = self.device_touch(&device.id);
+                touched.devices.insert(device.id.clone());
+                touched.devices.extend(self.devices_with_serial(&device.serial_number).map(str::to_string));
+                touched
+            }
+            Change::DeleteDevice(id) => self.device_touch(id),
+            Change::PutPolicy(_)
+            | Change::DeletePolicy(_)
+            | Change::PutAssignment(_)
+            | Change::PutConnector(_)
+            | Change::PutSettings(_) => all(),
+            Change::PutFailing { device_id, .. } | Change::DeleteFailing { device_id, .. } => {
+                Touched { all: false, devices: HashSet::from([device_id.clone()]) }
+            }
+            // Not a decision input: nothing cached depends on it.
+            Change::PutHeartbeat(_) => Touched::default(),
         }
     }
 
@@ -434,8 +451,8 @@ impl State {
         touched
     }
 
-    fn group_touch(&self, group: &StoredGroup) -> Touched {
-        self.members_touch(group.kind, group.members.len(), group.members.iter().map(|s| self.slots.ids.name(*s)))
+    fn group_touch(&self, group: &GroupRef<'_>) -> Touched {
+        self.members_touch(group.kind, group.member_count(), group.members())
     }
 
     /// A user group's members' devices; a device group's member devices (for diagnosis).
@@ -449,16 +466,20 @@ impl State {
         }
     }
 
-    /// Removes the device's record, touching it and the records that shared its serial.
-    fn delete_device(&mut self, id: &str) -> Touched {
-        let mut touched = Touched::default();
+    /// A device and the records that share its serial (nothing when it has no record).
+    fn device_touch(&self, id: &str) -> Touched {
+        let devices = match self.device(id) {
+            Some(old) => self.devices_with_serial(&old.serial_number).map(str::to_string).collect(),
+            None => HashSet::new(),
+        };
+        Touched { all: false, devices }
+    }
+
+    fn delete_device(&mut self, id: &str) {
         if let Some(old) = Arc::make_mut(&mut self.devices).remove(id) {
-            touched.devices.insert(old.id.clone());
-            touched.devices.extend(self.devices_with_serial(&old.serial_number).map(str::to_string));
             let slot = Arc::make_mut(&mut self.slots).slot(&old.user_id);
             Arc::make_mut(&mut self.slots).devices[slot] -= 1;
         }
-        touched
     }
 
     fn unindex_members(&mut self, n: u32, group: &StoredGroup) {

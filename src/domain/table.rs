@@ -48,6 +48,14 @@ impl<T: Record> Table<T> {
     pub(super) fn iter(&self) -> std::slice::Iter<'_, T> {
         self.records.iter()
     }
+    /// Room for `n` more records.
+    pub(super) fn reserve(&mut self, n: usize) {
+        self.records.reserve(n);
+        let (records, hasher) = (&self.records, &self.hasher);
+        for (k, positions) in self.positions.iter_mut().enumerate() {
+            positions.reserve(n, |&q| hasher.hash_one(records[q as usize].key(k)));
+        }
+    }
     /// The record at a position, as [`Table::position`] or [`Table::insert`] gave it.
     pub(super) fn at(&self, position: u32) -> &T {
         &self.records[position as usize]
@@ -80,6 +88,23 @@ impl<T: Record> Table<T> {
             positions.insert_unique(rehash(&p), p, rehash);
         }
         (p, old)
+    }
+
+    /// The position of the record with this id, `make` inserting it when there is none: one
+    /// probe either way (the interners' path, millions of times at start-up).
+    pub(super) fn position_or_insert(&mut self, id: &str, make: impl FnOnce() -> T) -> u32 {
+        debug_assert_eq!(T::KEYS, 1, "a record with shared keys is inserted through `insert`");
+        let (records, hasher) = (&self.records, &self.hasher);
+        let rehash = |&q: &u32| hasher.hash_one(records[q as usize].key(0));
+        match self.positions[0].entry(hasher.hash_one(id), |&q| records[q as usize].key(0) == id, rehash) {
+            hashbrown::hash_table::Entry::Occupied(entry) => *entry.get(),
+            hashbrown::hash_table::Entry::Vacant(entry) => {
+                let p = u32::try_from(records.len()).expect("fewer than 2^32 records");
+                entry.insert(p);
+                self.records.push(make());
+                p
+            }
+        }
     }
 
     /// Removes the record with this id; the last record takes its position.

@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 pub mod memory;
 pub mod postgres;
 mod records;
+mod snapshot;
 mod sql;
 pub mod sqlite;
 

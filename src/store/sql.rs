@@ -1,18 +1,16 @@
 //! The SQL that SQLite and PostgreSQL both accept (kept to what PostgreSQL-compatible engines
 //! such as CockroachDB and YugabyteDB take as well), and the steps that run it, written once
-//! for any sqlx database: writing the rows of changes, loading the state, reading the log.
+//! for any sqlx database: writing the rows of changes, reading and compacting the log.
 //! What differs between the backends (how a revision is numbered and published, how a
 //! transaction begins) stays in `sqlite.rs` and `postgres.rs`.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use futures_util::TryStreamExt;
 use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 
-use super::{Compaction, Row, Snapshot, decode, decode_changes, records};
-use crate::domain::model::{Failure, Timestamp};
-use crate::domain::{Change, State};
+use super::{Compaction, Row, decode_changes};
+use crate::domain::Change;
 use crate::error::{Error, Result};
 
 const MIGRATION_APPLIED: &str = "SELECT version FROM schema_migrations WHERE version = $1";
@@ -249,78 +247,6 @@ where
         i += 1;
     }
     Ok(())
-}
-
-/// The tables `load` reads, each as (key, JSON body) rows; devices, the largest, last.
-#[derive(Clone, Copy)]
-enum Table {
-    Users,
-    Groups,
-    Policies,
-    Assignments,
-    Singletons,
-    Devices,
-}
-
-const LOAD: [(Table, &str); 6] = [
-    (Table::Users, "SELECT id, body FROM users"),
-    (Table::Groups, "SELECT id, body FROM groups"),
-    (Table::Policies, "SELECT id, body FROM policies"),
-    (Table::Assignments, "SELECT policy_id, body FROM assignments"),
-    (Table::Singletons, "SELECT name, body FROM singletons"),
-    (Table::Devices, "SELECT id, body FROM devices"),
-];
-
-const LOAD_FAILING: &str = "SELECT device_id, policy_id, since, grace_ends FROM failing";
-
-impl Table {
-    /// The change that puts a stored row back into a state.
-    fn change(self, key: &str, body: &str) -> Result<Change> {
-        Ok(match self {
-            Table::Users => Change::PutUser(decode::<records::User, _>(body)?),
-            Table::Groups => Change::PutGroup(decode::<records::Group, _>(body)?),
-            Table::Policies => Change::PutPolicy(decode::<records::Policy, _>(body)?),
-            Table::Assignments => Change::PutAssignment(decode::<records::Assignment, _>(body)?),
-            Table::Singletons => match key {
-                "connector" => Change::PutConnector(decode::<records::Connector, _>(body)?),
-                "settings" => Change::PutSettings(decode::<records::Settings, _>(body)?),
-                "heartbeat" => Change::PutHeartbeat(Timestamp(
-                    body.parse().map_err(|_| Error::Storage(format!("corrupt row: heartbeat {body:?}")))?,
-                )),
-                other => return Err(Error::Storage(format!("unknown singleton {other:?}"))),
-            },
-            Table::Devices => Change::PutDevice(decode::<records::Device, _>(body)?),
-        })
-    }
-}
-
-/// Every entity and the latest revision, streamed row by row. `conn` should be a transaction
-/// that reads one snapshot, or the tables and the revision may disagree.
-pub(crate) async fn load<DB>(conn: &mut DB::Connection) -> Result<Snapshot>
-where
-    DB: Database,
-    for<'r> (String, String): FromRow<'r, DB::Row>,
-    for<'r> (String, String, i64, i64): FromRow<'r, DB::Row>,
-    for<'r> (i64,): FromRow<'r, DB::Row>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-{
-    let mut state = State::default();
-    for (table, sql) in LOAD {
-        let mut rows = sqlx::query_as::<DB, (String, String)>(sql).fetch(&mut *conn);
-        while let Some((key, body)) = rows.try_next().await? {
-            state.apply(table.change(&key, &body)?);
-        }
-    }
-    {
-        let mut rows = sqlx::query_as::<DB, (String, String, i64, i64)>(LOAD_FAILING).fetch(&mut *conn);
-        while let Some((device_id, policy_id, since, ends)) = rows.try_next().await? {
-            let failure = Failure { since: Timestamp(since), grace_ends: Timestamp(ends) };
-            state.apply(Change::PutFailing { device_id, policy_id, failure });
-        }
-    }
-    let (revision,) = sqlx::query_as::<DB, (i64,)>(MAX_REVISION).fetch_one(&mut *conn).await?;
-    Ok(Snapshot { state, revision: revision as u64 })
 }
 
 /// The committed revisions after `after`, oldest first, at most `limit`.

@@ -13,7 +13,8 @@ use sqlx::sqlite::{
 };
 use tokio::sync::mpsc::Receiver;
 
-use super::{Commit, Snapshot, Store, encode_changes, row, sql};
+use super::snapshot::JsonArrays;
+use super::{Commit, Snapshot, Store, encode_changes, row, snapshot, sql};
 use crate::domain::Change;
 use crate::error::{Error, Result};
 
@@ -21,6 +22,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../migrations/sqlite/0002_failing.sql")),
 ];
+
+const JSON: JsonArrays = JsonArrays { joined: "group_concat({}, ',')", array: "json_array({})" };
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -119,7 +122,7 @@ impl Store for SqliteStore {
     async fn load(&self) -> Result<Snapshot> {
         // One read transaction: every table and the revision come from the same snapshot.
         let mut tx = self.pool.begin().await?;
-        let snapshot = sql::load::<Sqlite>(&mut tx).await?;
+        let snapshot = snapshot::load::<Sqlite>(&mut tx, &JSON).await?;
         tx.commit().await?;
         Ok(snapshot)
     }

@@ -20,7 +20,8 @@ use sqlx::Executor;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, Postgres};
 use tokio::sync::mpsc::Receiver;
 
-use super::{Commit, Row, Snapshot, Store, encode_changes, redact, row, sql};
+use super::snapshot::JsonArrays;
+use super::{Commit, Row, Snapshot, Store, encode_changes, redact, row, snapshot, sql};
 use crate::domain::Change;
 use crate::error::{Error, Result};
 
@@ -315,11 +316,13 @@ fn retryable(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("40001" | "40P01")))
 }
 
+const JSON: JsonArrays = JsonArrays { joined: "string_agg({}, ',')", array: "json_build_array({})::text" };
+
 #[async_trait]
 impl Store for PostgresStore {
     async fn load(&self) -> Result<Snapshot> {
         let mut tx = self.pool.begin_with(BEGIN_SNAPSHOT).await?;
-        let snapshot = sql::load::<Postgres>(&mut tx).await?;
+        let snapshot = snapshot::load::<Postgres>(&mut tx, &JSON).await?;
         tx.commit().await?;
         Ok(snapshot)
     }
