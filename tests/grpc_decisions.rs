@@ -52,11 +52,13 @@ async fn a_failing_mac_without_grace_is_denied_as_noncompliant() {
 async fn a_failing_mac_within_72_hours_grace_is_allowed_in_grace_period() {
     let server = TestServer::start().await;
     seed_org_with(&server, 72).await;
-    server.report(vec![without_file_vault(mac("mac-bob", "bob", "C02BOB0001"))]).await;
+    let report = without_file_vault(mac("mac-bob", "bob", "C02BOB0001"));
+    // The grace period runs for 72 hours from the check-in that first showed the failure:
+    // the one this report carries (a second report built later could be a second later).
+    let checked_in = report.last_check_in.as_ref().unwrap().seconds;
+    server.report(vec![report]).await;
     let r = server.check("bob", "mac-bob").await;
     assert_decision(&r, D::Allow, S::InGracePeriod, &["IN_GRACE_PERIOD"]);
-    // The grace period runs for 72 hours from the check-in that first showed the failure.
-    let checked_in = without_file_vault(mac("mac-bob", "bob", "C02BOB0001")).last_check_in.unwrap().seconds;
     let ends = posture::domain::Timestamp(checked_in + 72 * HOUR);
     assert_eq!(
         r.reasons[0].message,

@@ -364,10 +364,12 @@ impl State {
                 }
             }
             Change::PutDevice(device) => {
-                self.delete_device(&device.id);
-                let slot = Arc::make_mut(&mut self.slots).slot(&device.user_id);
-                Arc::make_mut(&mut self.slots).devices[slot] += 1;
-                Arc::make_mut(&mut self.devices).insert(device);
+                let slots = Arc::make_mut(&mut self.slots);
+                let slot = slots.slot(&device.user_id);
+                slots.devices[slot] += 1;
+                if let (_, Some(old)) = Arc::make_mut(&mut self.devices).insert(device) {
+                    self.uncount_device(&old);
+                }
             }
             Change::DeleteDevice(id) => self.delete_device(&id),
             Change::PutPolicy(policy) => {
@@ -477,9 +479,14 @@ impl State {
 
     fn delete_device(&mut self, id: &str) {
         if let Some(old) = Arc::make_mut(&mut self.devices).remove(id) {
-            let slot = Arc::make_mut(&mut self.slots).slot(&old.user_id);
-            Arc::make_mut(&mut self.slots).devices[slot] -= 1;
+            self.uncount_device(&old);
         }
+    }
+
+    fn uncount_device(&mut self, old: &Device) {
+        let slots = Arc::make_mut(&mut self.slots);
+        let slot = slots.slot(&old.user_id);
+        slots.devices[slot] -= 1;
     }
 
     fn unindex_members(&mut self, n: u32, group: &StoredGroup) {

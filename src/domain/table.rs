@@ -76,10 +76,21 @@ impl<T: Record> Table<T> {
             .filter(move |r| r.key(k) == value)
     }
 
-    /// Inserts `record`, or replaces the one with its id (returned). Its position stays valid
-    /// until a record is removed.
+    /// Inserts `record`, or replaces the one with its id (returned) where it stands, relinking
+    /// only the keys that changed. A position stays valid until a record is removed.
     pub(super) fn insert(&mut self, record: T) -> (u32, Option<T>) {
-        let old = self.remove(record.key(0));
+        if let Some(p) = self.position(record.key(0)) {
+            let old = std::mem::replace(&mut self.records[p as usize], record);
+            for k in 1..T::KEYS {
+                if old.key(k) != self.records[p as usize].key(k) {
+                    self.unlink(k, self.hasher.hash_one(old.key(k)), p);
+                    let (records, hasher) = (&self.records, &self.hasher);
+                    let rehash = |&q: &u32| hasher.hash_one(records[q as usize].key(k));
+                    self.positions[k].insert_unique(rehash(&p), p, rehash);
+                }
+            }
+            return (p, Some(old));
+        }
         let p = u32::try_from(self.records.len()).expect("fewer than 2^32 records");
         self.records.push(record);
         let (records, hasher) = (&self.records, &self.hasher);
@@ -87,7 +98,7 @@ impl<T: Record> Table<T> {
             let rehash = |&q: &u32| hasher.hash_one(records[q as usize].key(k));
             positions.insert_unique(rehash(&p), p, rehash);
         }
-        (p, old)
+        (p, None)
     }
 
     /// The position of the record with this id, `make` inserting it when there is none: one
