@@ -833,6 +833,17 @@ async fn sqlite_moves_old_bookkeeping_out_of_device_records() {
     drop(conn);
     let store = SqliteStore::open(&path).await.expect("open and migrate");
     assert_migrated(&store.load().await.expect("load").state);
+    // The later migrations: the device indexes nothing read are gone, and the bookkeeping
+    // (its row above included) moved into a WITHOUT ROWID table with its policy index.
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+    let schema: Vec<(String, String)> =
+        sqlx::query_as("SELECT name, sql FROM sqlite_schema WHERE sql IS NOT NULL AND tbl_name IN ('devices', 'failing') ORDER BY name")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    let names: Vec<&str> = schema.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["devices", "failing", "failing_policy_id"]);
+    assert!(schema[1].1.ends_with("WITHOUT ROWID"), "{}", schema[1].1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -901,7 +912,7 @@ mod postgres_only {
                     .fetch_all(&mut conn)
                     .await
                     .expect("schema_migrations");
-            assert_eq!(applied, vec![1, 2]);
+            assert_eq!(applied, vec![1, 2, 3]);
         })
         .await;
     }

@@ -21,6 +21,8 @@ use crate::error::{Error, Result};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../migrations/sqlite/0002_failing.sql")),
+    (3, include_str!("../../migrations/sqlite/0003_unread_indexes.sql")),
+    (4, include_str!("../../migrations/sqlite/0004_failing_without_rowid.sql")),
 ];
 
 const JSON: JsonArrays = JsonArrays { joined: "group_concat({}, ',')", array: "json_array({})" };
@@ -44,6 +46,9 @@ impl SqliteStore {
             // Takes effect on a new file only: pages the change log's compaction frees go back
             // to the file system (see `release_free_pages`).
             .auto_vacuum(SqliteAutoVacuum::Incremental)
+            // A checkpoint that empties the write-ahead log also shortens it to this: a log
+            // grown by one large write (a vacuum step, an import) does not keep its size.
+            .pragma("journal_size_limit", WAL_LIMIT.to_string())
             .busy_timeout(Duration::from_secs(10));
         // One writer at a time is all SQLite allows; the engine serializes writes anyway.
         let pool = SqlitePoolOptions::new().max_connections(2).connect_with(options).await?;
@@ -93,6 +98,10 @@ async fn commit_on(
     })?;
     Ok(Commit::Done(revision))
 }
+
+/// The bytes of write-ahead log kept once it is checkpointed (SQLite's own default checkpoints
+/// at about 4 MiB of log).
+const WAL_LIMIT: i64 = 4 << 20;
 
 /// Pages per `incremental_vacuum` statement (16 MiB of 4 KiB pages): each is a write, so
 /// commits wait at most for one of them.
