@@ -492,15 +492,15 @@ async fn a_state_larger_than_a_chunk_loads_whole(store: Arc<dyn Store>, _db: Arc
         let members: Vec<&str> = members.iter().map(String::as_str).collect();
         changes.push(Change::PutGroup(group(&group_id(g), &members)));
     }
-    changes.extend((0..2).map(|p| Change::PutPolicy(policy(p))));
+    changes.extend((0..3).map(|p| Change::PutPolicy(policy(p))));
+    // Three failures a device: 33,000 rows, and the 20,000th (where a chunk of failures is
+    // cut) is the second of its device's, so the chunk must take the third along.
     for i in 0..DEVICES {
         changes.push(Change::PutDevice(device(i, i % USERS)));
-        if i.is_multiple_of(4) {
-            for p in 0..2 {
-                let since = NOW.plus_secs(-(i as i64));
-                let failure = Failure { since, grace_ends: since.plus_hours(24) };
-                changes.push(Change::PutFailing { device_id: device_id(i), policy_id: policy(p).id, failure });
-            }
+        for p in 0..3 {
+            let since = NOW.plus_secs(-(i as i64));
+            let failure = Failure { since, grace_ends: since.plus_hours(24) };
+            changes.push(Change::PutFailing { device_id: device_id(i), policy_id: policy(p).id, failure });
         }
     }
     let batches: Vec<Vec<Change>> = changes.chunks(1_000).map(<[Change]>::to_vec).collect();
@@ -509,6 +509,8 @@ async fn a_state_larger_than_a_chunk_loads_whole(store: Arc<dyn Store>, _db: Arc
     let snapshot = store.load().await.expect("load");
     assert_eq!((snapshot.state.user_count(), snapshot.state.device_count()), (USERS, DEVICES));
     assert_eq!(snapshot.state.groups().count(), GROUPS);
+    let failures: usize = (0..DEVICES).map(|i| snapshot.state.failures_of(&device_id(i)).count()).sum();
+    assert_eq!(failures, 3 * DEVICES);
     assert_eq!(contents(&snapshot.state, &changes), contents(&applied(&batches), &changes));
 }
 

@@ -49,7 +49,7 @@ const SOURCES: [Source; 6] = [
     Source { kind: Kind::Policies, table: "policies", key: "id", rows: 1_000 },
     Source { kind: Kind::Assignments, table: "assignments", key: "policy_id", rows: 1_000 },
     Source { kind: Kind::Devices, table: "devices", key: "id", rows: 5_000 },
-    Source { kind: Kind::Failing, table: "failing", key: "device_id", rows: 2_000 },
+    Source { kind: Kind::Failing, table: "failing", key: "device_id", rows: 20_000 },
 ];
 
 const COUNTS: &str = "SELECT (SELECT COUNT(*) FROM users), (SELECT COUNT(*) FROM devices)";
@@ -59,16 +59,20 @@ const SINGLETONS: &str = "SELECT name, body FROM singletons";
 const QUEUED: usize = 4;
 
 impl Source {
-    /// The query for the rows after key `$1`, at most `$2` of them (for failures: the rows of
-    /// at most `$2` devices, so a device's failures never straddle two chunks): the array, and
-    /// the last key it holds (NULL past the end).
+    /// The query for the rows after key `$1`, at most `$2` of them (for failures: whole
+    /// devices, so a device's failures never straddle two chunks, and so a few more than `$2`
+    /// when the last device has several): the array, and the last key it holds (NULL past the
+    /// end).
     fn sql(&self, json: &JsonArrays) -> String {
         let (table, key) = (self.table, self.key);
         let (value, rows) = match self.kind {
+            // Up to the device of the `$2`-th row (or the last): two index range scans, where
+            // picking `$2` distinct devices first made PostgreSQL hash every row after `$1`.
             Kind::Failing => (
                 json.array.replace("{}", "device_id, policy_id, since, grace_ends"),
-                "SELECT device_id, policy_id, since, grace_ends FROM failing WHERE device_id IN \
-                 (SELECT DISTINCT device_id FROM failing WHERE device_id > $1 ORDER BY device_id LIMIT $2)"
+                "SELECT device_id, policy_id, since, grace_ends FROM failing WHERE device_id > $1 AND device_id <= \
+                 COALESCE((SELECT device_id FROM failing WHERE device_id > $1 ORDER BY device_id LIMIT 1 OFFSET $2 - 1), \
+                 (SELECT MAX(device_id) FROM failing))"
                     .to_string(),
             ),
             _ => ("body".to_string(), format!("SELECT {key}, body FROM {table} WHERE {key} > $1")),
