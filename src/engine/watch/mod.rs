@@ -222,7 +222,12 @@ impl Watcher {
 
     async fn run(self: Arc<Self>, mut applied: mpsc::Receiver<Applied>, mut shutdown: watch::Receiver<bool>) {
         let start = self.engine.revision();
-        self.blocking(|w| w.record_all()).await;
+        let stop = shutdown.clone();
+        self.blocking(move |w| w.record_all(&stop)).await;
+        if *shutdown.borrow() {
+            self.close();
+            return;
+        }
         self.settled.send_replace(start);
         self.ready.send_replace(true);
         tracing::info!(devices = self.journal.lock().devices.len(), "watching decisions");
@@ -283,11 +288,15 @@ impl Watcher {
         self.journal.lock().schedule.next().is_some_and(|t| t <= now)
     }
 
-    /// Records every device's current decision, emitting nothing.
-    fn record_all(&self) {
+    /// Records every device's current decision, emitting nothing; gives up when `stop` turns
+    /// true (a million devices take seconds, which a shutdown should not wait for).
+    fn record_all(&self, stop: &watch::Receiver<bool>) {
         let _eval = self.eval.lock();
         let (ids, _) = self.engine.read(|state, _| state.devices().map(|d| d.id.clone()).collect::<Vec<_>>());
         for chunk in ids.chunks(CHUNK) {
+            if *stop.borrow() {
+                return;
+            }
             let ((decisions, now), revision) = self.decide(chunk);
             let mut inner = self.journal.lock();
             for mut d in decisions {

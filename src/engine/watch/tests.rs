@@ -174,3 +174,16 @@ fn the_journal_keeps_one_copy_of_each_list_of_reasons() {
     assert!(Arc::ptr_eq(&first, &again), "a list still in use is kept");
     assert!(shared.len() < 4_096, "{} lists kept for 3 in use", shared.len());
 }
+
+#[tokio::test]
+async fn a_shutdown_does_not_wait_for_the_first_pass_over_every_device() {
+    let (engine, _clock) = demo_engine().await;
+    let (stop, shutdown) = watch::channel(false);
+    stop.send_replace(true);
+    let (watcher, task) = Watcher::spawn(engine, WatchConfig::default(), shutdown);
+    tokio::time::timeout(Duration::from_secs(5), task).await.expect("the watcher ends").unwrap();
+    // It stopped before deciding any device, and takes no stream.
+    assert!(watcher.journal.lock().devices.is_empty());
+    let refused = watcher.subscribe("", Start::Now, Vec::new()).await.err().expect("refused");
+    assert!(matches!(refused, Error::Unavailable(_)), "{refused:?}");
+}
