@@ -19,6 +19,20 @@ start_server() {
 
 rss_mib() { echo $(( $(awk '/VmRSS/{print $2}' "/proc/$1/status") / 1024 )); }
 
+# wait_watching LOG: waits until the server of start_server has decided every device once for
+# WatchCompliance (it starts that after it serves; its journal is part of the steady state),
+# and sets WATCHING_S (seconds from serving) and RSS_MIB (resident memory then).
+wait_watching() {
+  local log=$1 from
+  from=$(date +%s.%N)
+  until grep -q "watching decisions" "$log"; do
+    kill -0 "$SERVER" 2>/dev/null || { cat "$log"; exit 1; }
+    sleep 0.05
+  done
+  WATCHING_S=$(awk "BEGIN{printf \"%.2f\", $(date +%s.%N) - $from}")
+  RSS_MIB=$(rss_mib "$SERVER")
+}
+
 # rps H2LOAD_OUTPUT: the requests per second h2load reports ("finished in …, N req/s").
 rps() { awk '/^finished in/{gsub(",","");print $4}' "$1"; }
 

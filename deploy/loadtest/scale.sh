@@ -48,7 +48,9 @@ measure() { # $1 label, $2 store URL
     echo "RESULT [$label] disk_bytes_per_device_as_generated=$((bytes / DEVICES))"
   fi
   start_server "$WORK/server.log" --listen 127.0.0.1:$PORT --store "$store" --log-retain-age "$RETAIN"
-  echo "RESULT [$label] startup_s=$STARTUP_S (goal <= 10) rss_mib=$RSS_MIB (goal <= 1024)"
+  echo "RESULT [$label] startup_s=$STARTUP_S (goal <= 10) rss_mib_at_serving=$RSS_MIB"
+  wait_watching "$WORK/server.log"
+  echo "RESULT [$label] watching_after_s=$WATCHING_S rss_mib=$RSS_MIB (goal <= 1024)"
   if [ "$label" = sqlite ]; then
     # Once the server has compacted the log and released its pages: the organisation's state.
     bytes=$(settled_bytes "$WORK"/data/posture.db*)

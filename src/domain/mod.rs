@@ -11,7 +11,7 @@ pub mod parallel;
 pub mod preview;
 pub mod state;
 pub mod summary;
-mod table;
+pub(crate) mod table;
 pub mod targeting;
 pub mod version;
 

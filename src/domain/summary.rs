@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::access::{self, DeviceDecision, ReasonCode};
+use super::access::{self, DeviceDecision, Reason, ReasonCode};
 use super::compliance::ComplianceState;
 use super::model::Timestamp;
 use super::state::State;
@@ -29,27 +29,50 @@ pub struct Tally {
     by_reason: BTreeMap<ReasonCode, (u64, HashMap<String, u64>)>,
 }
 
+/// What a tally counts of one decision: its user (`None`: an unknown device, which counts for
+/// nothing), outcome, state and reasons.
+#[derive(Debug, Clone, Copy)]
+pub struct Counted<'a> {
+    pub user: Option<&'a str>,
+    pub allow: bool,
+    pub state: ComplianceState,
+    pub reasons: &'a [Reason],
+}
+
+impl<'a> From<&'a DeviceDecision> for Counted<'a> {
+    fn from(d: &'a DeviceDecision) -> Self {
+        Counted { user: d.primary_user_id.as_deref(), allow: d.allow, state: d.state, reasons: &d.reasons }
+    }
+}
+
 impl Tally {
     /// Counts a device's decision (an unknown device's counts for nothing).
-    pub fn add(&mut self, d: &DeviceDecision) {
-        let Some(user) = &d.primary_user_id else { return };
+    pub fn add<'a>(&mut self, d: impl Into<Counted<'a>>) {
+        let d = d.into();
+        let Some(user) = d.user else { return };
         self.devices += 1;
         self.allowed += u64::from(d.allow);
         *self.by_state.entry(d.state).or_default() += 1;
-        for code in distinct_codes(d) {
+        for code in distinct_codes(d.reasons) {
             let (devices, users) = self.by_reason.entry(code).or_default();
             *devices += 1;
-            *users.entry(user.clone()).or_default() += 1;
+            match users.get_mut(user) {
+                Some(n) => *n += 1,
+                None => {
+                    users.insert(user.to_string(), 1);
+                }
+            }
         }
     }
 
     /// Takes back a decision counted before.
-    pub fn remove(&mut self, d: &DeviceDecision) {
-        let Some(user) = &d.primary_user_id else { return };
+    pub fn remove<'a>(&mut self, d: impl Into<Counted<'a>>) {
+        let d = d.into();
+        let Some(user) = d.user else { return };
         self.devices -= 1;
         self.allowed -= u64::from(d.allow);
         decrement(&mut self.by_state, d.state);
-        for code in distinct_codes(d) {
+        for code in distinct_codes(d.reasons) {
             if let Some((devices, users)) = self.by_reason.get_mut(&code) {
                 *devices -= 1;
                 if let Some(n) = users.get_mut(user) {
@@ -77,8 +100,8 @@ impl Tally {
 }
 
 /// A decision's reason codes, each once.
-fn distinct_codes(d: &DeviceDecision) -> BTreeSet<ReasonCode> {
-    d.reasons.iter().map(|r| r.code).collect()
+fn distinct_codes(reasons: &[Reason]) -> BTreeSet<ReasonCode> {
+    reasons.iter().map(|r| r.code).collect()
 }
 
 fn decrement<K: Ord>(map: &mut BTreeMap<K, u64>, key: K) {

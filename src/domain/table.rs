@@ -10,7 +10,7 @@ use hashbrown::HashTable;
 
 /// What a [`Table`] finds a record by: key 0 is its unique id; keys 1.. may be shared by
 /// several records (a serial number registered twice, a user's Macs).
-pub(super) trait Record {
+pub(crate) trait Record {
     const KEYS: usize;
     fn key(&self, k: usize) -> &str;
 }
@@ -23,7 +23,7 @@ impl Record for Box<str> {
 }
 
 #[derive(Debug, Clone)]
-pub(super) struct Table<T> {
+pub(crate) struct Table<T> {
     records: Vec<T>,
     /// Per key, the positions of the records, hashed by that key.
     positions: Vec<HashTable<u32>>,
@@ -42,14 +42,14 @@ impl<T: Record> Default for Table<T> {
 }
 
 impl<T: Record> Table<T> {
-    pub(super) fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.records.len()
     }
-    pub(super) fn iter(&self) -> std::slice::Iter<'_, T> {
+    pub(crate) fn iter(&self) -> std::slice::Iter<'_, T> {
         self.records.iter()
     }
     /// Room for `n` more records.
-    pub(super) fn reserve(&mut self, n: usize) {
+    pub(crate) fn reserve(&mut self, n: usize) {
         self.records.reserve(n);
         let (records, hasher) = (&self.records, &self.hasher);
         for (k, positions) in self.positions.iter_mut().enumerate() {
@@ -57,18 +57,18 @@ impl<T: Record> Table<T> {
         }
     }
     /// The record at a position, as [`Table::position`] or [`Table::insert`] gave it.
-    pub(super) fn at(&self, position: u32) -> &T {
+    pub(crate) fn at(&self, position: u32) -> &T {
         &self.records[position as usize]
     }
-    pub(super) fn position(&self, id: &str) -> Option<u32> {
+    pub(crate) fn position(&self, id: &str) -> Option<u32> {
         let records = &self.records;
         self.positions[0].find(self.hasher.hash_one(id), |&p| records[p as usize].key(0) == id).copied()
     }
-    pub(super) fn get(&self, id: &str) -> Option<&T> {
+    pub(crate) fn get(&self, id: &str) -> Option<&T> {
         self.position(id).map(|p| self.at(p))
     }
     /// Every record whose key `k` is `value`.
-    pub(super) fn find<'a>(&'a self, k: usize, value: &'a str) -> impl Iterator<Item = &'a T> + Clone + use<'a, T> {
+    pub(crate) fn find<'a>(&'a self, k: usize, value: &'a str) -> impl Iterator<Item = &'a T> + Clone + use<'a, T> {
         let records = &self.records;
         self.positions[k]
             .iter_hash(self.hasher.hash_one(value))
@@ -78,7 +78,7 @@ impl<T: Record> Table<T> {
 
     /// Inserts `record`, or replaces the one with its id (returned) where it stands, relinking
     /// only the keys that changed. A position stays valid until a record is removed.
-    pub(super) fn insert(&mut self, record: T) -> (u32, Option<T>) {
+    pub(crate) fn insert(&mut self, record: T) -> (u32, Option<T>) {
         if let Some(p) = self.position(record.key(0)) {
             let old = std::mem::replace(&mut self.records[p as usize], record);
             for k in 1..T::KEYS {
@@ -103,7 +103,7 @@ impl<T: Record> Table<T> {
 
     /// The position of the record with this id, `make` inserting it when there is none: one
     /// probe either way (the interners' path, millions of times at start-up).
-    pub(super) fn position_or_insert(&mut self, id: &str, make: impl FnOnce() -> T) -> u32 {
+    pub(crate) fn position_or_insert(&mut self, id: &str, make: impl FnOnce() -> T) -> u32 {
         debug_assert_eq!(T::KEYS, 1, "a record with shared keys is inserted through `insert`");
         let (records, hasher) = (&self.records, &self.hasher);
         let rehash = |&q: &u32| hasher.hash_one(records[q as usize].key(0));
@@ -119,7 +119,7 @@ impl<T: Record> Table<T> {
     }
 
     /// Removes the record with this id; the last record takes its position.
-    pub(super) fn remove(&mut self, id: &str) -> Option<T> {
+    pub(crate) fn remove(&mut self, id: &str) -> Option<T> {
         let p = self.position(id)?;
         for k in 0..T::KEYS {
             let key = self.records[p as usize].key(k);

@@ -12,9 +12,9 @@ use super::schedule::Schedule;
 use super::{Cause, SCAN, WatchConfig, WatchEvent};
 use crate::domain::Timestamp;
 use crate::domain::access::{DeviceDecision, Reason};
-use crate::domain::summary::Tally;
-
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+use crate::domain::compliance::ComplianceState;
+use crate::domain::summary::{Counted, Tally};
+use crate::domain::table::{Record, Table};
 
 /// A live stream's slot: its filter and its bounded buffer.
 pub(super) struct Live {
@@ -25,9 +25,10 @@ pub(super) struct Live {
 
 /// The watcher's record of decisions and the journal of their changes.
 pub(super) struct Journal {
-    /// Per device, its current decision and when (revision, instant, cursor) it last changed.
-    /// A deleted device stays as a DEVICE_UNKNOWN decision, so snapshots can say it is gone.
-    pub(super) devices: HashMap<String, Arc<WatchEvent>>,
+    /// Per device, its current decision and when it last changed. A deleted device stays as a
+    /// DEVICE_UNKNOWN decision, so snapshots can say it is gone; so no record is ever removed,
+    /// and a device's position here is its number for good (the schedule's).
+    pub(super) devices: Table<Current>,
     /// The instants at which time alone changes a device's decision.
     pub(super) schedule: Schedule,
     /// The last `retain` events, in cursor order.
@@ -42,6 +43,91 @@ pub(super) struct Journal {
     pub(super) tally: Tally,
     /// One copy of each list of reasons the journal holds.
     pub(super) reasons: SharedReasons,
+}
+
+/// A device's current decision as the journal keeps it: one record, its id and user stored
+/// once, its reasons shared; an event (or a decision) is made of it only when one is sent. A
+/// million devices cost about a hundred megabytes so, not half a gigabyte.
+#[derive(Debug, Clone)]
+pub(super) struct Current {
+    pub(super) id: Box<str>,
+    /// The primary user; for a deleted device, the last one known ("" if none ever was).
+    pub(super) user: Box<str>,
+    /// Whether the device is known (`user` is its primary user), or gone (DEVICE_UNKNOWN).
+    pub(super) known: bool,
+    pub(super) allow: bool,
+    pub(super) state: ComplianceState,
+    pub(super) reasons: Arc<[Reason]>,
+    pub(super) valid_until: Option<Timestamp>,
+    /// The revision and the instant of the decision's last change.
+    pub(super) revision: u64,
+    pub(super) at: Timestamp,
+}
+
+impl Record for Current {
+    const KEYS: usize = 1;
+    fn key(&self, _: usize) -> &str {
+        &self.id
+    }
+}
+
+impl<'a> From<&'a Current> for Counted<'a> {
+    fn from(c: &'a Current) -> Self {
+        Counted { user: c.known.then_some(&*c.user), allow: c.allow, state: c.state, reasons: &c.reasons }
+    }
+}
+
+impl Current {
+    /// `d` as changed at `revision` and `at`; a decision with no primary user keeps `user`.
+    pub(super) fn new(d: DeviceDecision, user: Option<Box<str>>, revision: u64, at: Timestamp) -> Self {
+        let known = d.primary_user_id.is_some();
+        let user = d.primary_user_id.map(String::into_boxed_str).or(user).unwrap_or_default();
+        Current {
+            id: d.device_id.into_boxed_str(),
+            user,
+            known,
+            allow: d.allow,
+            state: d.state,
+            reasons: d.reasons,
+            valid_until: d.valid_until,
+            revision,
+            at,
+        }
+    }
+
+    pub(super) fn decision(&self) -> DeviceDecision {
+        DeviceDecision {
+            device_id: self.id.to_string(),
+            primary_user_id: self.known.then(|| self.user.to_string()),
+            allow: self.allow,
+            state: self.state,
+            reasons: self.reasons.clone(),
+            valid_until: self.valid_until,
+        }
+    }
+
+    /// The device's current decision as a snapshot event (the subscription sets its cursor).
+    pub(super) fn event(&self) -> WatchEvent {
+        WatchEvent {
+            cursor: 0,
+            revision: self.revision,
+            at: self.at,
+            cause: Cause::Snapshot,
+            snapshot: true,
+            user_id: self.user.to_string(),
+            decision: Arc::new(self.decision()),
+        }
+    }
+
+    /// Whether `d` says the same as this record, word for word.
+    fn same_as(&self, d: &DeviceDecision) -> bool {
+        self.known == d.primary_user_id.is_some()
+            && d.primary_user_id.as_deref().is_none_or(|u| *u == *self.user)
+            && self.allow == d.allow
+            && self.state == d.state
+            && self.valid_until == d.valid_until
+            && *self.reasons == *d.reasons
+    }
 }
 
 /// The lists of reasons in the journal, each kept once: most Macs that fail, fail in the same
@@ -87,17 +173,16 @@ impl Journal {
         cause: Cause,
         config: &WatchConfig,
     ) -> bool {
-        let prev = self.devices.get(&d.device_id).cloned();
-        self.reasons.share(&mut d.reasons, prev.as_ref().map(|p| &p.decision.reasons));
-        let prev_until = prev.as_ref().and_then(|p| p.decision.valid_until);
-        self.schedule.reschedule(&d.device_id, prev_until, d.valid_until);
-        let changed = match &prev {
-            Some(p) => !same_summary(&p.decision, &d),
+        let prev = self.devices.get(&d.device_id);
+        self.reasons.share(&mut d.reasons, prev.map(|p| &p.reasons));
+        let prev_until = prev.and_then(|p| p.valid_until);
+        let changed = match prev {
+            Some(p) => !same_summary(p, &d),
             // Never seen (or unknown all along): a change unless it is still unknown.
             None => d.primary_user_id.is_some(),
         };
         if changed {
-            let user_id = d.primary_user_id.clone().or_else(|| prev.as_ref().map(|p| p.user_id.clone()));
+            let user_id = d.primary_user_id.clone().or_else(|| prev.map(|p| p.user.to_string()));
             let at = match cause {
                 Cause::TimePassed => prev_until.map_or(now, |t| t.min(now)),
                 _ => now,
@@ -108,27 +193,32 @@ impl Journal {
                 at,
                 cause,
                 snapshot: false,
-                user_id: user_id.unwrap_or_default(),
-                decision: Arc::new(d),
+                user_id: user_id.clone().unwrap_or_default(),
+                decision: Arc::new(d.clone()),
             });
-            self.append(event.clone(), config.limits.retained_events);
-            self.set_current(event);
+            self.append(event, config.limits.retained_events);
+            self.set_current(Current::new(d, user_id.map(String::into_boxed_str), revision, at));
         } else if let Some(p) = prev
-            && *p.decision != d
+            && !p.same_as(&d)
         {
             // The same decision in other words or with another valid_until: keep it current
             // for snapshots, without an event.
-            self.set_current(Arc::new(WatchEvent { decision: Arc::new(d), ..(*p).clone() }));
+            let (user, revision, at) = (p.user.clone(), p.revision, p.at);
+            self.set_current(Current::new(d, Some(user), revision, at));
         }
         changed
     }
 
-    /// Makes `current` its device's current decision, keeping the tally in step.
-    pub(super) fn set_current(&mut self, current: Arc<WatchEvent>) {
-        self.tally.add(&current.decision);
-        if let Some(prev) = self.devices.insert(current.decision.device_id.clone(), current) {
-            self.tally.remove(&prev.decision);
+    /// Makes `current` its device's current decision, keeping the tally and the schedule in
+    /// step.
+    pub(super) fn set_current(&mut self, current: Current) {
+        let valid_until = current.valid_until;
+        self.tally.add(&current);
+        let (position, prev) = self.devices.insert(current);
+        if let Some(prev) = &prev {
+            self.tally.remove(prev);
         }
+        self.schedule.reschedule(position, prev.and_then(|p| p.valid_until), valid_until);
     }
 
     fn append(&mut self, event: Arc<WatchEvent>, retain: usize) {
@@ -181,7 +271,7 @@ impl Journal {
     }
 }
 
-fn same_summary(a: &DeviceDecision, b: &DeviceDecision) -> bool {
+fn same_summary(a: &Current, b: &DeviceDecision) -> bool {
     a.allow == b.allow && a.state == b.state && a.reasons.iter().map(|r| r.code).eq(b.reasons.iter().map(|r| r.code))
 }
 

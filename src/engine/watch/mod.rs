@@ -41,7 +41,7 @@ use crate::domain::access::{self, DeviceDecision};
 use crate::domain::summary::{Summary, Tally};
 use crate::domain::{Timestamp, Touched};
 use crate::error::{Error, Result};
-use journal::{Journal, SharedReasons};
+use journal::{Current, Journal, SharedReasons};
 use schedule::Schedule;
 use subscription::Phase;
 pub use subscription::Subscription;
@@ -194,7 +194,7 @@ impl Watcher {
             engine,
             config,
             journal: Mutex::new(Journal {
-                devices: HashMap::default(),
+                devices: Default::default(),
                 schedule: Schedule::default(),
                 ring: VecDeque::new(),
                 first: base + 1,
@@ -300,19 +300,11 @@ impl Watcher {
             let ((decisions, now), revision) = self.decide(chunk);
             let mut inner = self.journal.lock();
             for mut d in decisions {
-                let Some(user_id) = d.primary_user_id.clone() else { continue };
+                if d.primary_user_id.is_none() {
+                    continue;
+                }
                 inner.reasons.share(&mut d.reasons, None);
-                inner.schedule.reschedule(&d.device_id, None, d.valid_until);
-                let current = WatchEvent {
-                    cursor: 0,
-                    revision,
-                    at: now,
-                    cause: Cause::Snapshot,
-                    snapshot: false,
-                    user_id,
-                    decision: Arc::new(d),
-                };
-                inner.set_current(Arc::new(current));
+                inner.set_current(Current::new(d, None, revision, now));
             }
         }
     }
@@ -323,7 +315,7 @@ impl Watcher {
         let ids: Vec<String> = if touched.all {
             let (mut ids, _) = self.engine.read(|state, _| state.devices().map(|d| d.id.clone()).collect::<Vec<_>>());
             // Devices that disappeared are re-decided too (they become DEVICE_UNKNOWN).
-            ids.extend(self.journal.lock().devices.keys().cloned());
+            ids.extend(self.journal.lock().devices.iter().map(|c| c.id.to_string()));
             ids
         } else {
             touched.devices.into_iter().collect()
@@ -340,7 +332,10 @@ impl Watcher {
     pub fn tick_now(&self) -> usize {
         let _eval = self.eval.lock();
         let now = self.engine.now();
-        let ids = self.journal.lock().schedule.due(now);
+        let ids: Vec<String> = {
+            let inner = self.journal.lock();
+            inner.schedule.due(now).into_iter().map(|p| inner.devices.at(p).id.to_string()).collect()
+        };
         self.evaluate(&ids, Cause::TimePassed)
     }
 
@@ -444,14 +439,13 @@ impl Watcher {
                 (Phase::CatchUp { after: cursor }, Some(cursor))
             }
             Start::FromRevision(revision) => {
-                let changed = |e: &&Arc<WatchEvent>| e.revision > revision;
-                let mut items: Vec<Arc<WatchEvent>> = match &filter {
-                    Some(ids) => ids.iter().filter_map(|id| inner.devices.get(id)).filter(changed).cloned().collect(),
-                    None => inner.devices.values().filter(changed).cloned().collect(),
+                let changed = |c: &&Current| c.revision > revision;
+                let mut items: Vec<&Current> = match &filter {
+                    Some(ids) => ids.iter().filter_map(|id| inner.devices.get(id)).filter(changed).collect(),
+                    None => inner.devices.iter().filter(changed).collect(),
                 };
-                items.sort_unstable_by(|a, b| {
-                    (a.revision, &a.decision.device_id).cmp(&(b.revision, &b.decision.device_id))
-                });
+                items.sort_unstable_by(|a, b| (a.revision, &a.id).cmp(&(b.revision, &b.id)));
+                let items: Vec<Arc<WatchEvent>> = items.into_iter().map(|c| Arc::new(c.event())).collect();
                 if items.is_empty() {
                     (Phase::CatchUp { after: inner.head }, Some(inner.head))
                 } else {

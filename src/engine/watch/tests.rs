@@ -183,7 +183,7 @@ async fn a_shutdown_does_not_wait_for_the_first_pass_over_every_device() {
     let (watcher, task) = Watcher::spawn(engine, WatchConfig::default(), shutdown);
     tokio::time::timeout(Duration::from_secs(5), task).await.expect("the watcher ends").unwrap();
     // It stopped before deciding any device, and takes no stream.
-    assert!(watcher.journal.lock().devices.is_empty());
+    assert_eq!(watcher.journal.lock().devices.len(), 0);
     let refused = watcher.subscribe("", Start::Now, Vec::new()).await.err().expect("refused");
     assert!(matches!(refused, Error::Unavailable(_)), "{refused:?}");
 }
