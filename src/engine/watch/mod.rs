@@ -332,10 +332,13 @@ impl Watcher {
     pub fn tick_now(&self) -> usize {
         let _eval = self.eval.lock();
         let now = self.engine.now();
-        let ids: Vec<String> = {
+        let mut due: Vec<(Timestamp, String)> = {
             let inner = self.journal.lock();
-            inner.schedule.due(now).into_iter().map(|p| inner.devices.at(p).id.to_string()).collect()
+            inner.schedule.due(now).into_iter().map(|(t, p)| (t, inner.devices.at(p).id.to_string())).collect()
         };
+        // In instant then id order (positions follow the order devices were first seen).
+        due.sort_unstable();
+        let ids: Vec<String> = due.into_iter().map(|(_, id)| id).collect();
         self.evaluate(&ids, Cause::TimePassed)
     }
 

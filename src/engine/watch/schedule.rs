@@ -30,8 +30,8 @@ impl Schedule {
         self.at.first().map(|(t, _)| *t)
     }
 
-    /// Every device scheduled at or before `now`, by instant.
-    pub(super) fn due(&self, now: Timestamp) -> Vec<u32> {
-        self.at.range(..=(now, u32::MAX)).map(|(_, device)| *device).collect()
+    /// Every device scheduled at or before `now`, with its instant, by instant.
+    pub(super) fn due(&self, now: Timestamp) -> Vec<(Timestamp, u32)> {
+        self.at.range(..=(now, u32::MAX)).copied().collect()
     }
 }
