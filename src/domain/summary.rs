@@ -2,6 +2,9 @@
 //! problem affects, answered by the service itself (DOMAIN rule 11).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::Hash;
+
+use foldhash::fast::RandomState;
 
 use super::access::{self, DeviceDecision, Reason, ReasonCode};
 use super::compliance::ComplianceState;
@@ -19,21 +22,28 @@ pub struct Summary {
 }
 
 /// Counts of decisions, kept up to date one decision at a time: what a summary says without
-/// deciding every device again.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Tally {
+/// deciding every device again. Users are told apart by `U`: their ids, or the numbers a
+/// caller gave them (a million Macs' counts then hold numbers, not copies of ids).
+#[derive(Debug, Clone)]
+pub struct Tally<U = String> {
     devices: u64,
     allowed: u64,
     by_state: BTreeMap<ComplianceState, u64>,
     /// reason → (devices, how many of those devices each user has)
-    by_reason: BTreeMap<ReasonCode, (u64, HashMap<String, u64>)>,
+    by_reason: BTreeMap<ReasonCode, (u64, HashMap<U, u32, RandomState>)>,
+}
+
+impl<U> Default for Tally<U> {
+    fn default() -> Self {
+        Tally { devices: 0, allowed: 0, by_state: BTreeMap::new(), by_reason: BTreeMap::new() }
+    }
 }
 
 /// What a tally counts of one decision: its user (`None`: an unknown device, which counts for
 /// nothing), outcome, state and reasons.
 #[derive(Debug, Clone, Copy)]
-pub struct Counted<'a> {
-    pub user: Option<&'a str>,
+pub struct Counted<'a, U = String> {
+    pub user: Option<&'a U>,
     pub allow: bool,
     pub state: ComplianceState,
     pub reasons: &'a [Reason],
@@ -41,13 +51,16 @@ pub struct Counted<'a> {
 
 impl<'a> From<&'a DeviceDecision> for Counted<'a> {
     fn from(d: &'a DeviceDecision) -> Self {
-        Counted { user: d.primary_user_id.as_deref(), allow: d.allow, state: d.state, reasons: &d.reasons }
+        Counted { user: d.primary_user_id.as_ref(), allow: d.allow, state: d.state, reasons: &d.reasons }
     }
 }
 
-impl Tally {
+impl<U: Eq + Hash + Clone> Tally<U> {
     /// Counts a device's decision (an unknown device's counts for nothing).
-    pub fn add<'a>(&mut self, d: impl Into<Counted<'a>>) {
+    pub fn add<'a>(&mut self, d: impl Into<Counted<'a, U>>)
+    where
+        U: 'a,
+    {
         let d = d.into();
         let Some(user) = d.user else { return };
         self.devices += 1;
@@ -59,14 +72,17 @@ impl Tally {
             match users.get_mut(user) {
                 Some(n) => *n += 1,
                 None => {
-                    users.insert(user.to_string(), 1);
+                    users.insert(user.clone(), 1);
                 }
             }
         }
     }
 
     /// Takes back a decision counted before.
-    pub fn remove<'a>(&mut self, d: impl Into<Counted<'a>>) {
+    pub fn remove<'a>(&mut self, d: impl Into<Counted<'a, U>>)
+    where
+        U: 'a,
+    {
         let d = d.into();
         let Some(user) = d.user else { return };
         self.devices -= 1;
@@ -115,7 +131,7 @@ fn decrement<K: Ord>(map: &mut BTreeMap<K, u64>, key: K) {
 
 /// Every device decided afresh, and counted.
 pub fn summarize(state: &State, now: Timestamp) -> Summary {
-    let mut tally = Tally::default();
+    let mut tally: Tally = Tally::default();
     for device in state.devices() {
         tally.add(&access::decide(state, &device.id, now));
     }

@@ -22,6 +22,28 @@ impl Record for Box<str> {
     }
 }
 
+/// Ids numbered densely in the order first seen, each id's text stored once. Numbers are never
+/// reused (an id removed keeps its number for when it returns), so the set grows only with
+/// ids ever seen.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Ids(Table<Box<str>>);
+
+impl Ids {
+    pub(crate) fn get(&self, id: &str) -> Option<u32> {
+        self.0.position(id)
+    }
+    pub(crate) fn intern(&mut self, id: &str) -> u32 {
+        self.0.position_or_insert(id, || id.into())
+    }
+    pub(crate) fn name(&self, n: u32) -> &str {
+        self.0.at(n)
+    }
+    /// Room for `n` more ids.
+    pub(crate) fn reserve(&mut self, n: usize) {
+        self.0.reserve(n)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Table<T> {
     records: Vec<T>,

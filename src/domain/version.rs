@@ -6,16 +6,29 @@ use std::str::FromStr;
 
 use super::quote;
 
-/// A dotted numeric version, compared component by component; missing components count as 0.
-#[derive(Debug, Clone, Eq)]
-pub struct OsVersion(Vec<u32>);
+/// A dotted numeric version of at most [`OsVersion::MAX_PARTS`] components, compared component
+/// by component; missing components count as 0. Held inline (every Mac has one: a million of
+/// them on the heap cost 40 MB).
+#[derive(Debug, Clone, Copy, Eq)]
+pub struct OsVersion {
+    parts: [u32; OsVersion::MAX_PARTS],
+    /// How many of `parts` were written (so 14.2 is shown as written, not as 14.2.0.0).
+    len: u8,
+}
 
 impl OsVersion {
+    pub const MAX_PARTS: usize = 4;
+
+    /// # Panics
+    /// With more than [`OsVersion::MAX_PARTS`] parts (a literal in code; input is parsed).
     pub fn new(parts: &[u32]) -> Self {
-        OsVersion(parts.to_vec())
+        assert!(parts.len() <= Self::MAX_PARTS, "a version has at most {} parts", Self::MAX_PARTS);
+        let mut v = OsVersion { parts: [0; Self::MAX_PARTS], len: parts.len() as u8 };
+        v.parts[..parts.len()].copy_from_slice(parts);
+        v
     }
-    fn part(&self, i: usize) -> u32 {
-        self.0.get(i).copied().unwrap_or(0)
+    fn written(&self) -> &[u32] {
+        &self.parts[..usize::from(self.len)]
     }
 }
 
@@ -30,26 +43,22 @@ impl FromStr for OsVersion {
         if s.is_empty() || s.len() > 32 {
             return Err(bad());
         }
-        let parts = s
-            .split('.')
-            .map(|p| {
-                if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(bad());
-                }
-                p.parse::<u32>().map_err(|_| bad())
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if parts.len() > 4 {
-            return Err(bad());
+        let mut v = OsVersion { parts: [0; Self::MAX_PARTS], len: 0 };
+        for p in s.split('.') {
+            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || usize::from(v.len) == Self::MAX_PARTS {
+                return Err(bad());
+            }
+            v.parts[usize::from(v.len)] = p.parse::<u32>().map_err(|_| bad())?;
+            v.len += 1;
         }
-        Ok(OsVersion(parts))
+        Ok(v)
     }
 }
 
 impl Ord for OsVersion {
     fn cmp(&self, other: &Self) -> Ordering {
-        let n = self.0.len().max(other.0.len());
-        (0..n).map(|i| self.part(i).cmp(&other.part(i))).find(|o| o.is_ne()).unwrap_or(Ordering::Equal)
+        // Unwritten parts are 0, so the arrays compare as the versions do.
+        self.parts.cmp(&other.parts)
     }
 }
 impl PartialOrd for OsVersion {
@@ -65,7 +74,7 @@ impl PartialEq for OsVersion {
 
 impl fmt::Display for OsVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, p) in self.0.iter().enumerate() {
+        for (i, p) in self.written().iter().enumerate() {
             if i > 0 {
                 f.write_str(".")?;
             }
@@ -148,6 +157,9 @@ mod tests {
         assert!(v("10.12") < v("10.12.1"));
         assert_eq!(v("14"), v("14.0.0"));
         assert_eq!(v("14.2.1").to_string(), "14.2.1");
+        assert_eq!(v("14.2").to_string(), "14.2", "shown as written, not padded");
+        assert_eq!(v("14.2.1.3").to_string(), "14.2.1.3");
+        assert_eq!(OsVersion::new(&[10, 12]), v("10.12.0"));
     }
 
     #[test]

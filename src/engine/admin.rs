@@ -103,7 +103,7 @@ impl Engine {
             let c = Connector {
                 state: ConnectorState::Enabled,
                 partner_app_id: partner_app_id.clone(),
-                partner_version: Some(partner_version.clone()),
+                partner_version: Some(partner_version),
                 include_group_ids: targets.include.clone(),
                 exclude_group_ids: targets.exclude.clone(),
                 enabled_at,

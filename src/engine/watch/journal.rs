@@ -14,7 +14,7 @@ use crate::domain::Timestamp;
 use crate::domain::access::{DeviceDecision, Reason};
 use crate::domain::compliance::ComplianceState;
 use crate::domain::summary::{Counted, Tally};
-use crate::domain::table::{Record, Table};
+use crate::domain::table::{Ids, Record, Table};
 
 /// A live stream's slot: its filter and its bounded buffer.
 pub(super) struct Live {
@@ -39,20 +39,24 @@ pub(super) struct Journal {
     pub(super) head: u64,
     pub(super) live: Vec<Live>,
     pub(super) closed: bool,
-    /// The counts of `devices`' decisions, kept in step with it (GetComplianceSummary).
-    pub(super) tally: Tally,
+    /// The counts of `devices`' decisions, kept in step with it (GetComplianceSummary), users
+    /// told apart by their numbers in `users`.
+    pub(super) tally: Tally<u32>,
+    /// The users of `devices`, numbered: each id stored once however many Macs it has.
+    pub(super) users: Ids,
     /// One copy of each list of reasons the journal holds.
     pub(super) reasons: SharedReasons,
 }
 
-/// A device's current decision as the journal keeps it: one record, its id and user stored
-/// once, its reasons shared; an event (or a decision) is made of it only when one is sent. A
-/// million devices cost about a hundred megabytes so, not half a gigabyte.
+/// A device's current decision as the journal keeps it: one record, its id stored once, its
+/// user a number, its reasons shared; an event (or a decision) is made of it only when one is
+/// sent. A million devices cost about a hundred megabytes so, not half a gigabyte.
 #[derive(Debug, Clone)]
 pub(super) struct Current {
     pub(super) id: Box<str>,
-    /// The primary user; for a deleted device, the last one known ("" if none ever was).
-    pub(super) user: Box<str>,
+    /// The primary user's number in the journal's `users`; for a deleted device, the last one
+    /// known ("" if none ever was).
+    pub(super) user: u32,
     /// Whether the device is known (`user` is its primary user), or gone (DEVICE_UNKNOWN).
     pub(super) known: bool,
     pub(super) allow: bool,
@@ -71,17 +75,21 @@ impl Record for Current {
     }
 }
 
-impl<'a> From<&'a Current> for Counted<'a> {
+impl<'a> From<&'a Current> for Counted<'a, u32> {
     fn from(c: &'a Current) -> Self {
-        Counted { user: c.known.then_some(&*c.user), allow: c.allow, state: c.state, reasons: &c.reasons }
+        Counted { user: c.known.then_some(&c.user), allow: c.allow, state: c.state, reasons: &c.reasons }
     }
 }
 
 impl Current {
-    /// `d` as changed at `revision` and `at`; a decision with no primary user keeps `user`.
-    pub(super) fn new(d: DeviceDecision, user: Option<Box<str>>, revision: u64, at: Timestamp) -> Self {
+    /// `d` as changed at `revision` and `at`, its user numbered in `users`; a decision with no
+    /// primary user keeps `user`.
+    pub(super) fn new(d: DeviceDecision, user: Option<u32>, revision: u64, at: Timestamp, users: &mut Ids) -> Self {
         let known = d.primary_user_id.is_some();
-        let user = d.primary_user_id.map(String::into_boxed_str).or(user).unwrap_or_default();
+        let user = match d.primary_user_id {
+            Some(id) => users.intern(&id),
+            None => user.unwrap_or_else(|| users.intern("")),
+        };
         Current {
             id: d.device_id.into_boxed_str(),
             user,
@@ -95,10 +103,10 @@ impl Current {
         }
     }
 
-    pub(super) fn decision(&self) -> DeviceDecision {
+    pub(super) fn decision(&self, users: &Ids) -> DeviceDecision {
         DeviceDecision {
             device_id: self.id.to_string(),
-            primary_user_id: self.known.then(|| self.user.to_string()),
+            primary_user_id: self.known.then(|| users.name(self.user).to_string()),
             allow: self.allow,
             state: self.state,
             reasons: self.reasons.clone(),
@@ -107,22 +115,22 @@ impl Current {
     }
 
     /// The device's current decision as a snapshot event (the subscription sets its cursor).
-    pub(super) fn event(&self) -> WatchEvent {
+    pub(super) fn event(&self, users: &Ids) -> WatchEvent {
         WatchEvent {
             cursor: 0,
             revision: self.revision,
             at: self.at,
             cause: Cause::Snapshot,
             snapshot: true,
-            user_id: self.user.to_string(),
-            decision: Arc::new(self.decision()),
+            user_id: users.name(self.user).to_string(),
+            decision: Arc::new(self.decision(users)),
         }
     }
 
     /// Whether `d` says the same as this record, word for word.
-    fn same_as(&self, d: &DeviceDecision) -> bool {
+    fn same_as(&self, d: &DeviceDecision, users: &Ids) -> bool {
         self.known == d.primary_user_id.is_some()
-            && d.primary_user_id.as_deref().is_none_or(|u| *u == *self.user)
+            && d.primary_user_id.as_deref().is_none_or(|u| u == users.name(self.user))
             && self.allow == d.allow
             && self.state == d.state
             && self.valid_until == d.valid_until
@@ -182,7 +190,8 @@ impl Journal {
             None => d.primary_user_id.is_some(),
         };
         if changed {
-            let user_id = d.primary_user_id.clone().or_else(|| prev.map(|p| p.user.to_string()));
+            let user_id = d.primary_user_id.clone().or_else(|| prev.map(|p| self.users.name(p.user).to_string()));
+            let user = prev.map(|p| p.user);
             let at = match cause {
                 Cause::TimePassed => prev_until.map_or(now, |t| t.min(now)),
                 _ => now,
@@ -197,14 +206,16 @@ impl Journal {
                 decision: Arc::new(d.clone()),
             });
             self.append(event, config.limits.retained_events);
-            self.set_current(Current::new(d, user_id.map(String::into_boxed_str), revision, at));
+            let current = Current::new(d, user, revision, at, &mut self.users);
+            self.set_current(current);
         } else if let Some(p) = prev
-            && !p.same_as(&d)
+            && !p.same_as(&d, &self.users)
         {
             // The same decision in other words or with another valid_until: keep it current
             // for snapshots, without an event.
-            let (user, revision, at) = (p.user.clone(), p.revision, p.at);
-            self.set_current(Current::new(d, Some(user), revision, at));
+            let (user, revision, at) = (p.user, p.revision, p.at);
+            let current = Current::new(d, Some(user), revision, at, &mut self.users);
+            self.set_current(current);
         }
         changed
     }

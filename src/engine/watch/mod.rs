@@ -202,6 +202,7 @@ impl Watcher {
                 live: Vec::new(),
                 closed: false,
                 tally: Tally::default(),
+                users: Default::default(),
                 reasons: SharedReasons::default(),
             }),
             eval: Mutex::new(()),
@@ -292,19 +293,31 @@ impl Watcher {
     /// true (a million devices take seconds, which a shutdown should not wait for).
     fn record_all(&self, stop: &watch::Receiver<bool>) {
         let _eval = self.eval.lock();
-        let (ids, _) = self.engine.read(|state, _| state.devices().map(|d| d.id.clone()).collect::<Vec<_>>());
-        for chunk in ids.chunks(CHUNK) {
+        // The ids in one buffer, not a million strings: memory the pass gives back at once.
+        let ((text, ends), _) = self.engine.read(|state, _| {
+            let (mut text, mut ends) = (String::new(), Vec::with_capacity(state.devices().size_hint().0));
+            for d in state.devices() {
+                text.push_str(&d.id);
+                ends.push(text.len());
+            }
+            (text, ends)
+        });
+        let mut start = 0;
+        for chunk in ends.chunks(CHUNK) {
             if *stop.borrow() {
                 return;
             }
-            let ((decisions, now), revision) = self.decide(chunk);
+            let chunk: Vec<String> =
+                chunk.iter().map(|&end| text[std::mem::replace(&mut start, end)..end].to_owned()).collect();
+            let ((decisions, now), revision) = self.decide(&chunk);
             let mut inner = self.journal.lock();
             for mut d in decisions {
                 if d.primary_user_id.is_none() {
                     continue;
                 }
                 inner.reasons.share(&mut d.reasons, None);
-                inner.set_current(Current::new(d, None, revision, now));
+                let current = Current::new(d, None, revision, now, &mut inner.users);
+                inner.set_current(current);
             }
         }
     }
@@ -448,7 +461,7 @@ impl Watcher {
                     None => inner.devices.iter().filter(changed).collect(),
                 };
                 items.sort_unstable_by(|a, b| (a.revision, &a.id).cmp(&(b.revision, &b.id)));
-                let items: Vec<Arc<WatchEvent>> = items.into_iter().map(|c| Arc::new(c.event())).collect();
+                let items: Vec<Arc<WatchEvent>> = items.into_iter().map(|c| Arc::new(c.event(&inner.users))).collect();
                 if items.is_empty() {
                     (Phase::CatchUp { after: inner.head }, Some(inner.head))
                 } else {
