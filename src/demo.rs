@@ -39,12 +39,12 @@ fn group(id: &str, kind: GroupKind, members: &[&str]) -> Group {
 /// A healthy, partner-registered Mac that checked in ten minutes ago.
 fn healthy_mac(id: &str, user_id: &str, serial: &str, now: Timestamp) -> Device {
     Device {
-        id: id.to_string(),
-        partner_device_id: format!("jamf-{id}"),
-        serial_number: serial.to_string(),
-        name: format!("{user_id}'s MacBook"),
-        model: "MacBookPro18,3".to_string(),
-        user_id: user_id.to_string(),
+        id: id.into(),
+        partner_device_id: format!("jamf-{id}").into(),
+        serial_number: serial.into(),
+        name: format!("{user_id}'s MacBook").into(),
+        model: "MacBookPro18,3".into(),
+        user_id: user_id.into(),
         os_version: "14.2.1".parse().expect("valid version"),
         os_build: Some("23C71".parse().expect("valid build")),
         registration: Registration::Partner,
@@ -130,7 +130,7 @@ pub async fn seed(engine: &Engine) -> anyhow::Result<()> {
     let gus = healthy_mac("mac-gus", "gus", "C02GUS0001", now);
     let hal = healthy_mac("mac-hal", "hal", "C02HAL0001", now);
     let devices = [ada, bob, cara, dan, erin_1, erin_2, finn, gus, hal];
-    let items = devices.into_iter().map(|d| (d.id.clone(), Ok(d))).collect();
+    let items = devices.into_iter().map(|d| (d.id.to_string(), Ok(d))).collect();
     engine.report_inventory(None, items).await?;
     tracing::info!(revision = engine.revision(), "--demo: sample organisation loaded");
     Ok(())

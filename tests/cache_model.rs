@@ -186,7 +186,7 @@ impl Model {
                 if direct {
                     d.registration = Registration::Direct;
                 }
-                e.report_inventory(None, vec![(d.id.clone(), Ok(d))]).await.map(|_| ())
+                e.report_inventory(None, vec![(d.id.to_string(), Ok(d))]).await.map(|_| ())
             }
             Op::Members { group, members, device_group } => {
                 let g = Group {

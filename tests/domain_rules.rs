@@ -900,7 +900,7 @@ fn rule4_failures_on_record_are_kept_set_and_cleared_by_reports() {
     // No applicable policy: nothing fails.
     let mut other = failing;
     other.last_check_in = T0.plus_hours(7);
-    other.user_id = "stranger".to_string();
+    other.user_id = "stranger".into();
     put(&mut state, other);
     assert_eq!(since_of(&state, "mac-ada", "disk"), None);
 }

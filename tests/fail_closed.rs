@@ -74,12 +74,12 @@ fn group(id: String, mask: u8) -> Group {
 /// A Mac that meets every rule the generators can make, checked in at `at`.
 fn healthy(device: usize, user: usize, at: Timestamp) -> Device {
     Device {
-        id: device_id(device),
-        partner_device_id: format!("jamf-{device}"),
-        serial_number: format!("S{device}"),
-        name: format!("Mac {device}"),
+        id: device_id(device).into(),
+        partner_device_id: format!("jamf-{device}").into(),
+        serial_number: format!("S{device}").into(),
+        name: format!("Mac {device}").into(),
         model: "MacBookPro18,3".into(),
-        user_id: user_id(user),
+        user_id: user_id(user).into(),
         os_version: "15.1".parse().unwrap(),
         os_build: None,
         registration: Registration::Partner,
@@ -103,7 +103,7 @@ async fn engine_on(store: Arc<dyn Store>, clock: Arc<ManualClock>) -> Arc<Engine
 }
 
 async fn report(engine: &Engine, devices: Vec<Device>) -> posture::engine::ReportOutcome {
-    let items = devices.into_iter().map(|d| (d.id.clone(), Ok(d))).collect();
+    let items = devices.into_iter().map(|d| (d.id.to_string(), Ok(d))).collect();
     engine.report_inventory(None, items).await.unwrap()
 }
 
@@ -266,7 +266,7 @@ fn policy_of(i: usize, p: &PolicySpec) -> Policy {
 
 fn device_of(i: usize, d: &DeviceSpec, now: Timestamp) -> Device {
     let mut device = healthy(i, d.user, now.plus_secs(-d.check_in_ago));
-    device.serial_number = format!("S{}", d.serial.unwrap_or(i));
+    device.serial_number = format!("S{}", d.serial.unwrap_or(i)).into();
     device.os_version = format!("{}.1", d.os_major).parse().unwrap();
     device.facts.file_vault = Some(if d.encrypted { FileVault::AllEncrypted } else { FileVault::NotEncrypted });
     device.facts.firewall_enabled = d.firewall;

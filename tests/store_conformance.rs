@@ -259,12 +259,12 @@ fn user(id: &str) -> User {
 /// Mac `i` of user `user`; every third one has FileVault off.
 fn device(i: usize, user: usize) -> Device {
     Device {
-        id: device_id(i),
-        partner_device_id: format!("jamf-{i}"),
-        serial_number: format!("C02{i:09}"),
-        name: format!("Mac {i}"),
+        id: device_id(i).into(),
+        partner_device_id: format!("jamf-{i}").into(),
+        serial_number: format!("C02{i:09}").into(),
+        name: format!("Mac {i}").into(),
         model: "MacBookPro18,3".into(),
-        user_id: user_id(user),
+        user_id: user_id(user).into(),
         os_version: "14.2.1".parse().unwrap(),
         os_build: Some("23C71".parse().unwrap()),
         registration: Registration::Partner,
@@ -353,8 +353,8 @@ fn contents(state: &State, changes: &[Change]) -> Contents {
                 device_ids.insert(id.clone());
             }
             Change::PutDevice(d) => {
-                keys.extend([d.id.clone(), d.user_id.clone(), d.serial_number.clone()]);
-                device_ids.insert(d.id.clone());
+                keys.extend([&d.id, &d.user_id, &d.serial_number].map(|k| k.to_string()));
+                device_ids.insert(d.id.to_string());
             }
             Change::PutGroup(g) => keys.extend(g.members.iter().cloned()),
             _ => {}
@@ -363,7 +363,7 @@ fn contents(state: &State, changes: &[Change]) -> Contents {
     Contents {
         users: sorted(state.users().cloned(), |u| u.id.clone()),
         groups: sorted(state.groups().map(|g| g.to_group()), |g| g.id.clone()),
-        devices: sorted(state.devices().cloned(), |d| d.id.clone()),
+        devices: sorted(state.devices().cloned(), |d| d.id.to_string()),
         policies: sorted(state.policies().cloned(), |p| p.id.clone()),
         assignments: policy_ids.iter().filter_map(|id| state.assignment(id).cloned()).collect(),
         connector: state.connector().clone(),
@@ -532,7 +532,7 @@ async fn deletes_persist(store: Arc<dyn Store>, _db: Arc<Db>) {
     let deletes = vec![
         Change::DeleteUser("alice".into()),
         Change::DeleteGroup("g-1".into()),
-        Change::DeleteDevice(device(1, 0).id),
+        Change::DeleteDevice(device(1, 0).id.into()),
         // Deleting a policy deletes its assignment; an assignment with no groups is removed.
         Change::DeletePolicy(policy.id.clone()),
         Change::PutAssignment(assignment(&kept_policy.id, &[])),

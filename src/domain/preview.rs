@@ -67,7 +67,7 @@ pub struct PolicyPreview<'a> {
 /// Decides every Mac of `state` at `now`, applies `changes` to `state`, decides them again,
 /// and compares. `examples`: how many Macs of each kind to list.
 pub fn preview(state: &mut State, changes: Vec<Change>, now: Timestamp, examples: usize) -> PolicyPreview<'_> {
-    let mut ids: Vec<String> = state.devices().map(|d| d.id.clone()).collect();
+    let mut ids: Vec<String> = state.devices().map(|d| d.id.to_string()).collect();
     ids.sort_unstable();
     let before = decide_all(state, &ids, now);
     for change in changes {

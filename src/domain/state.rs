@@ -239,12 +239,12 @@ impl State {
     }
     /// The ids of the devices whose primary user is `user_id`, in no particular order.
     pub fn devices_of_user<'a>(&'a self, user_id: &'a str) -> impl Iterator<Item = &'a str> + Clone + use<'a> {
-        self.devices.find(USER, user_id).map(|d| d.id.as_str())
+        self.devices.find(USER, user_id).map(|d| &*d.id)
     }
     /// The ids of every device record with this serial number, in no particular order: more
     /// than one is a duplicate registration.
     pub fn devices_with_serial<'a>(&'a self, serial: &'a str) -> impl Iterator<Item = &'a str> + Clone + use<'a> {
-        self.devices.find(SERIAL, serial).map(|d| d.id.as_str())
+        self.devices.find(SERIAL, serial).map(|d| &*d.id)
     }
     pub fn policy(&self, id: &str) -> Option<&Policy> {
         self.policies.get(id)
@@ -408,7 +408,7 @@ impl State {
             Change::DeleteGroup(id) => self.group(id).map_or_else(Touched::default, |g| self.group_touch(&g)),
             Change::PutDevice(device) => {
                 let mut touched = self.device_touch(&device.id);
-                touched.devices.insert(device.id.clone());
+                touched.devices.insert(device.id.to_string());
                 touched.devices.extend(self.devices_with_serial(&device.serial_number).map(str::to_string));
                 touched
             }

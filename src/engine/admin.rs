@@ -220,10 +220,10 @@ impl Engine {
                 }
                 let mut changes = Vec::new();
                 for d in state.devices().take(REMOVAL_BATCH) {
-                    changes.push(Change::DeleteDevice(d.id.clone()));
+                    changes.push(Change::DeleteDevice(d.id.to_string()));
                     // Removed with its connector, a Mac's failures go too (a deleted record's stay).
                     changes.extend(state.failures_of(&d.id).map(|(policy_id, _)| Change::DeleteFailing {
-                        device_id: d.id.clone(),
+                        device_id: d.id.to_string(),
                         policy_id: policy_id.to_string(),
                     }));
                 }

@@ -70,7 +70,7 @@ impl Engine {
                     let outcome = match item.as_ref().map_err(Clone::clone).and_then(|d| check_times(d, now, index)) {
                         Err(e) => ItemOutcome::Rejected(e),
                         Ok(device) => {
-                            let previous = batch.get(device.id.as_str()).or_else(|| state.device(&device.id));
+                            let previous = batch.get(&*device.id).or_else(|| state.device(&device.id));
                             match previous {
                                 Some(previous) if device.is_older_than(previous) => {
                                     ItemOutcome::Stale(stale_note(&device, previous))

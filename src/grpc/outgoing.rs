@@ -102,8 +102,8 @@ impl From<&PolicyResult<'_>> for pb::PolicyResult {
 /// caller sets the revision).
 pub fn evaluation(e: &Explanation<'_>) -> pb::EvaluateDeviceResponse {
     pb::EvaluateDeviceResponse {
-        device_id: e.device.id.clone(),
-        user_id: e.device.user_id.clone(),
+        device_id: e.device.id.to_string(),
+        user_id: e.device.user_id.to_string(),
         state: state(e.evaluation.state),
         policies: e.evaluation.policies.iter().map(pb::PolicyResult::from).collect(),
         grace_period_ends: e.evaluation.grace_period_ends.map(timestamp),

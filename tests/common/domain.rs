@@ -9,12 +9,12 @@ use posture::domain::model::{Device, FileVault, Gatekeeper, PasswordFacts, Regis
 /// before, refresh token a day old.
 pub fn healthy_mac(id: &str, user_id: &str, serial: &str, now: Timestamp) -> Device {
     Device {
-        id: id.to_string(),
-        partner_device_id: format!("jamf-{id}"),
-        serial_number: serial.to_string(),
-        name: format!("{user_id}'s MacBook"),
-        model: "MacBookPro18,3".to_string(),
-        user_id: user_id.to_string(),
+        id: id.into(),
+        partner_device_id: format!("jamf-{id}").into(),
+        serial_number: serial.into(),
+        name: format!("{user_id}'s MacBook").into(),
+        model: "MacBookPro18,3".into(),
+        user_id: user_id.into(),
         os_version: "14.2.1".parse().unwrap(),
         os_build: Some("23C71".parse().unwrap()),
         registration: Registration::Partner,

@@ -23,7 +23,7 @@ fn an_organisation_loads_through_validation_with_its_shape() {
         assert_eq!(connector.include_group_ids, [ALL_USERS]);
         assert_eq!(connector.exclude_group_ids, [group_id(0)]);
         // Mac i belongs to user i mod users; most are allowed.
-        assert_eq!(state.device(&device_id(310)).unwrap().user_id, user_id(10));
+        assert_eq!(state.device(&device_id(310)).unwrap().user_id, user_id(10).into());
         let allowed = (0..400).filter(|i| access::decide(state, &device_id(*i), now).allow).count();
         assert!(allowed > 200, "{allowed} of 400 allowed");
     });

@@ -118,7 +118,7 @@ impl Gates {
     /// Duplicates are reported, never merged into an allow (cause 6).
     pub(super) fn duplicates(&mut self, state: &State, device: &Device) {
         let mut others: Vec<&str> =
-            state.devices_with_serial(&device.serial_number).filter(|d| *d != device.id).collect();
+            state.devices_with_serial(&device.serial_number).filter(|d| *d != &*device.id).collect();
         if !others.is_empty() {
             // Sorted, so that every replica words it alike.
             others.sort_unstable();

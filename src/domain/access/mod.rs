@@ -332,8 +332,8 @@ pub fn decide_evaluated(state: &State, device: &Device, eval: &Evaluation, now: 
         reasons.insert(0, allowed_reason(eval));
     }
     DeviceDecision {
-        device_id: device.id.clone(),
-        primary_user_id: Some(device.user_id.clone()),
+        device_id: device.id.to_string(),
+        primary_user_id: Some(device.user_id.to_string()),
         allow,
         state: eval.state,
         reasons: reasons.into(),

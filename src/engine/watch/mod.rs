@@ -326,7 +326,8 @@ impl Watcher {
     fn on_touched(&self, touched: Touched) -> usize {
         let _eval = self.eval.lock();
         let ids: Vec<String> = if touched.all {
-            let (mut ids, _) = self.engine.read(|state, _| state.devices().map(|d| d.id.clone()).collect::<Vec<_>>());
+            let (mut ids, _) =
+                self.engine.read(|state, _| state.devices().map(|d| d.id.to_string()).collect::<Vec<_>>());
             // Devices that disappeared are re-decided too (they become DEVICE_UNKNOWN).
             ids.extend(self.journal.lock().devices.iter().map(|c| c.id.to_string()));
             ids

@@ -27,12 +27,12 @@ impl TryFrom<&pb::DeviceReport> for m::Device {
             }),
         };
         Ok(m::Device {
-            id: id("device_id", &r.device_id)?,
-            partner_device_id: text("partner_device_id", &r.partner_device_id, MAX_ID_LEN)?,
-            serial_number: text("serial_number", &r.serial_number, 64)?,
-            name: text("name", &r.name, 256)?,
-            model: text("model", &r.model, MAX_ID_LEN)?,
-            user_id: id("user_id", &r.user_id)?,
+            id: id("device_id", &r.device_id)?.into(),
+            partner_device_id: text("partner_device_id", &r.partner_device_id, MAX_ID_LEN)?.into(),
+            serial_number: text("serial_number", &r.serial_number, 64)?.into(),
+            name: text("name", &r.name, 256)?.into(),
+            model: text("model", &r.model, MAX_ID_LEN)?.into(),
+            user_id: id("user_id", &r.user_id)?.into(),
             os_version: version("os_version", &r.os_version)?,
             os_build: opt_build("os_build", &r.os_build)?,
             registration,

@@ -155,12 +155,12 @@ impl TryFrom<Device<'_>> for m::Device {
         }
         let f = d.facts;
         Ok(m::Device {
-            id: d.id.into_owned(),
-            partner_device_id: d.partner_device_id.into_owned(),
-            serial_number: d.serial_number.into_owned(),
-            name: d.name.into_owned(),
-            model: d.model.into_owned(),
-            user_id: d.user_id.into_owned(),
+            id: d.id.into(),
+            partner_device_id: d.partner_device_id.into(),
+            serial_number: d.serial_number.into(),
+            name: d.name.into(),
+            model: d.model.into(),
+            user_id: d.user_id.into(),
             os_version: os_version(&d.os_version)?,
             os_build: d.os_build.as_deref().map(os_build).transpose()?,
             registration: d.registration.into(),
