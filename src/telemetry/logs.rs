@@ -68,5 +68,9 @@ where
             .with_writer(out)
             .boxed(),
     };
-    tracing_subscriber::registry().with(logs.with_filter(filter)).init();
+    // The filter for the whole subscriber, not a per-layer filter: with a per-layer EnvFilter
+    // and a target directive (`RUST_LOG=info,posture::store::snapshot=debug`), events were
+    // lost at start-up on a million-device PostgreSQL store, the "authentication is OFF"
+    // warning among them.
+    tracing_subscriber::registry().with(filter).with(logs).init();
 }
