@@ -112,6 +112,7 @@ pub fn describe(state: &State, changes: &[Change]) -> Vec<String> {
             Change::PutGroup(g) => group(state.group(&g.id).map(|old| old.to_group()).as_ref(), g),
             Change::DeleteGroup(id) => format!("group {id} removed"),
             Change::PutDevice(d) => format!("device {} reported", d.id),
+            Change::CheckIn { device_id, .. } => format!("device {device_id} checked in"),
             Change::DeleteDevice(id) => format!("device {id} deleted"),
             Change::PutPolicy(p) => policy(state.policy(&p.id), p),
             Change::DeletePolicy(id) => format!("policy {id} deleted, with its assignment"),

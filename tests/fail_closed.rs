@@ -21,7 +21,7 @@ use posture::domain::model::{
     Device, FileVault, Gatekeeper, Group, GroupKind, NoPolicyTreatment, PartnerVerdict, PasswordFacts, Policy,
     PolicySettings, Registration, SecurityFacts, Sip, TenantSettings, User,
 };
-use posture::domain::{Change, Timestamp};
+use posture::domain::{Change, Timestamp, grace};
 use posture::engine::watch::Start;
 use posture::engine::{Draft, Engine, GroupTargets, WatchConfig, Watcher};
 use posture::error::Error;
@@ -535,6 +535,46 @@ proptest! {
                 before = after;
             }
         });
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// A report that changes only a Mac's check-in is stored as a check-in: the state, the
+    /// grace bookkeeping derived, what it touches and every decision after it are those of
+    /// storing the whole report again.
+    #[test]
+    fn a_check_in_is_the_whole_report_with_its_new_time(
+        spec in org_spec(),
+        device in 0..DEVICES,
+        later in 1..40 * HOUR,
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let state = rt.block_on(async {
+            let (engine, _clock) = build(&spec, Arc::new(MemoryStore::default())).await;
+            engine.read(|state, _| state.clone()).0
+        });
+        let now = T0.plus_secs(spec.later);
+        let stored = state.device(&device_id(device)).unwrap().clone();
+        let at = stored.last_check_in.plus_secs(later).min(now);
+        let check_in = vec![Change::CheckIn { device_id: device_id(device), at }];
+        let whole = vec![Change::PutDevice(Device { last_check_in: at, ..stored })];
+        let outcome = |changes: Vec<Change>| {
+            let mut state = state.clone();
+            let bookkeeping = grace::derive(&state, &changes, now);
+            let mut touched = posture::domain::Touched::default();
+            for change in changes.into_iter().chain(bookkeeping.clone()) {
+                touched.merge(state.apply(change));
+            }
+            let devices: Vec<Device> = state.devices().cloned().collect();
+            let failures: Vec<_> = (0..DEVICES)
+                .map(|i| state.failures_of(&device_id(i)).map(|(p, f)| (p.to_string(), f)).collect::<Vec<_>>())
+                .collect();
+            let decided: Vec<_> = (0..DEVICES).map(|i| access::decide(&state, &device_id(i), now)).collect();
+            (bookkeeping, touched, devices, failures, decided)
+        };
+        prop_assert_eq!(outcome(check_in), outcome(whole));
     }
 }
 

@@ -351,3 +351,40 @@ async fn a_check_in_within_the_tolerated_skew_counts_as_now() {
     assert!(ends <= before + 1, "the grace period (0 hours) ended at {ends}, by now ({before})");
     server.stop().await;
 }
+
+/// A report that changes nothing but the check-in is stored as a check-in (a line in the log
+/// and one column, not the device again), and it counts as one: an unresponsive Mac checking
+/// in is let in again, across a restart too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_that_only_checks_in_brings_an_unresponsive_mac_back_across_a_restart() {
+    let server = TestServer::start().await;
+    seed_org(&server).await;
+    let silent = with_check_in(mac("mac-bob", "bob", "C02BOB0001"), 25 * 60);
+    server.report(vec![silent]).await;
+    assert_decision(&server.check("bob", "mac-bob").await, D::Deny, S::Unknown, &["UNRESPONSIVE"]);
+
+    let back = with_check_in(mac("mac-bob", "bob", "C02BOB0001"), 1);
+    let r = server.report(vec![back.clone()]).await;
+    assert_eq!(r.results.iter().map(|i| (i.accepted, i.changed)).collect::<Vec<_>>(), [(true, true)]);
+    assert_decision(&server.check("bob", "mac-bob").await, D::Allow, S::Compliant, &["COMPLIANT"]);
+
+    let server = server.restart().await;
+    assert_decision(&server.check("bob", "mac-bob").await, D::Allow, S::Compliant, &["COMPLIANT"]);
+    // The same report again changes nothing.
+    let r = server.report(vec![back]).await;
+    assert_eq!(r.results.iter().map(|i| (i.accepted, i.changed)).collect::<Vec<_>>(), [(true, false)]);
+    let dir = server.stop().await;
+
+    // What the store holds: the check-in in its column and the log, the body as first reported.
+    let url = format!("sqlite://{}", dir.path().join("posture.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let (column,): (Option<i64>,) =
+        sqlx::query_as("SELECT last_check_in FROM devices WHERE id = 'mac-bob'").fetch_one(&pool).await.unwrap();
+    assert!(column.is_some_and(|at| (now_secs() - at - MINUTE).abs() < 30), "{column:?}");
+    let logged: Vec<(String,)> =
+        sqlx::query_as("SELECT changes FROM change_log ORDER BY revision").fetch_all(&pool).await.unwrap();
+    let check_ins: Vec<&String> = logged.iter().map(|(c,)| c).filter(|c| c.contains("CheckIn")).collect();
+    assert_eq!(check_ins.len(), 1, "{logged:?}");
+    assert!(check_ins[0].len() < 100 && check_ins[0].contains("mac-bob"), "{}", check_ins[0]);
+    pool.close().await;
+}

@@ -176,6 +176,7 @@ conformance!(
         notifications_follow_commits_or_are_absent,
         commits_land_only_on_the_head_they_expect,
         failures_on_record_go_with_their_policy_and_outlive_their_device,
+        check_ins_move_only_the_check_in,
     ],
     durable: [reopened_store_keeps_everything],
 );
@@ -562,6 +563,45 @@ async fn deletes_persist(store: Arc<dyn Store>, _db: Arc<Db>) {
     assert!(store.load().await.expect("load").state.user("alice").is_some());
 }
 
+/// A check-in writes the time alone; loading gives the device with it, and a full report
+/// afterwards stands whole (its own check-in, not the column's).
+async fn check_ins_move_only_the_check_in(store: Arc<dyn Store>, _db: Arc<Db>) {
+    let check_in = |i: usize, secs: i64| Change::CheckIn { device_id: device_id(i), at: NOW.plus_secs(secs) };
+    let mut batches = organisation();
+    batches.push(vec![
+        check_in(1, 10),
+        check_in(2, 20),
+        // The same device twice in one commit: the later stands.
+        check_in(1, 30),
+        // A device with no record: nothing to move.
+        check_in(99, 40),
+    ]);
+    let first = commit_all(&*store, &batches).await;
+    let all = batches.concat();
+    let loaded = store.load().await.expect("load").state;
+    assert_eq!(loaded.device(&device_id(1)).expect("device 1").last_check_in, NOW.plus_secs(30));
+    assert_eq!(loaded.device(&device_id(2)).expect("device 2").last_check_in, NOW.plus_secs(20));
+    assert!(loaded.device(&device_id(99)).is_none());
+    assert_eq!(contents(&loaded, &all), contents(&applied(&batches), &all));
+    let last = *first.last().expect("revisions");
+    let logged = store.changes_since(last - 1, 10).await.expect("log");
+    assert_eq!(logged, vec![(last, batches.last().expect("batch").clone())]);
+
+    // A full report, older in its body than the check-in column: the report stands.
+    let report = Device { name: "renamed".into(), last_check_in: NOW.plus_secs(5), ..device(1, 1) };
+    batches.push(vec![Change::PutDevice(report.clone())]);
+    // And a check-in of another device after its full report, in one commit.
+    let device_3 = Device { name: "renamed too".into(), ..device(3, 3) };
+    batches.push(vec![Change::PutDevice(device_3), check_in(3, 50)]);
+    commit_all(&*store, &batches[batches.len() - 2..]).await;
+    let all = batches.concat();
+    let loaded = store.load().await.expect("load").state;
+    assert_eq!(loaded.device(&device_id(1)), Some(&report));
+    let device_3 = loaded.device(&device_id(3)).expect("device 3");
+    assert_eq!((&*device_3.name, device_3.last_check_in), ("renamed too", NOW.plus_secs(50)));
+    assert_eq!(contents(&loaded, &all), contents(&applied(&batches), &all));
+}
+
 async fn changes_since_returns_later_revisions_in_order(store: Arc<dyn Store>, _db: Arc<Db>) {
     let mut batches = organisation();
     batches.truncate(6);
@@ -914,7 +954,7 @@ mod postgres_only {
                     .fetch_all(&mut conn)
                     .await
                     .expect("schema_migrations");
-            assert_eq!(applied, vec![1, 2, 3]);
+            assert_eq!(applied, vec![1, 2, 3, 4]);
         })
         .await;
     }

@@ -45,8 +45,11 @@ pub fn derive(state: &State, changes: &[Change], now: Timestamp) -> Vec<Change> 
             .filter(|p| after.applies(&p.id, &device.user_id) && compliance::fails(&p.settings, device))
             .map(|p| (p.id.as_str(), *p))
             .collect();
-        let reported = after.devices.get(device_id).is_some_and(Option::is_some);
-        let since = if reported { device.last_check_in.min(now) } else { now };
+        let reported = match after.check_ins.get(device_id) {
+            Some(at) => Some(*at),
+            None => after.devices.get(device_id).copied().flatten().map(|d| d.last_check_in),
+        };
+        let since = reported.map_or(now, |at| at.min(now));
         // Back from a noncompliant partner verdict, the Mac was already known to fail: a change
         // of mode buys no grace.
         let was_noncompliant = state.device(device_id).and_then(|d| d.partner_verdict).filter(|v| !v.compliant);
@@ -102,6 +105,8 @@ struct After<'a> {
     /// Changed groups, with their new members as a set.
     groups: HashMap<&'a str, Option<(&'a Group, HashSet<&'a str>)>>,
     devices: HashMap<&'a str, Option<&'a Device>>,
+    /// Reports that changed only a Mac's check-in: its facts stand, the report's time is new.
+    check_ins: HashMap<&'a str, Timestamp>,
 }
 
 impl<'a> After<'a> {
@@ -112,6 +117,7 @@ impl<'a> After<'a> {
             assignments: HashMap::new(),
             groups: HashMap::new(),
             devices: HashMap::new(),
+            check_ins: HashMap::new(),
         };
         for change in changes {
             match change {
@@ -134,6 +140,9 @@ impl<'a> After<'a> {
                 }
                 Change::PutDevice(d) => {
                     after.devices.insert(&d.id, Some(d));
+                }
+                Change::CheckIn { device_id, at } => {
+                    after.check_ins.insert(device_id, *at);
                 }
                 Change::DeleteDevice(id) => {
                     after.devices.insert(id, None);
@@ -199,7 +208,7 @@ impl<'a> After<'a> {
 
     /// Every device whose failures the changes can alter, sorted.
     fn affected_devices(&self) -> Vec<&'a str> {
-        let mut affected: HashSet<&'a str> = self.devices.keys().copied().collect();
+        let mut affected: HashSet<&'a str> = self.devices.keys().chain(self.check_ins.keys()).copied().collect();
         let mut users: HashSet<&'a str> = HashSet::new();
         // A policy whose settings or assignment change: the devices it fails now, and those
         // of every user it will reach.

@@ -181,6 +181,41 @@ impl Device {
         };
         self.last_check_in < other.last_check_in || verdict_older
     }
+
+    /// Whether `other` says the same of the Mac as this, but for when it checked in: such a
+    /// report is stored as a check-in, not as the whole device again.
+    pub fn same_but_check_in(&self, other: &Device) -> bool {
+        // Every field named, so that a new one must be considered here.
+        let Device {
+            id,
+            partner_device_id,
+            serial_number,
+            name,
+            model,
+            user_id,
+            os_version,
+            os_build,
+            registration,
+            last_check_in: _,
+            last_token_renewal,
+            refresh_token_issued,
+            facts,
+            partner_verdict,
+        } = self;
+        *id == other.id
+            && *partner_device_id == other.partner_device_id
+            && *serial_number == other.serial_number
+            && *name == other.name
+            && *model == other.model
+            && *user_id == other.user_id
+            && *os_version == other.os_version
+            && *os_build == other.os_build
+            && *registration == other.registration
+            && *last_token_renewal == other.last_token_renewal
+            && *refresh_token_issued == other.refresh_token_issued
+            && *facts == other.facts
+            && *partner_verdict == other.partner_verdict
+    }
 }
 
 /// Gatekeeper's allowed app sources a policy requires (at least this strict).

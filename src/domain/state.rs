@@ -22,6 +22,12 @@ pub enum Change {
     PutGroup(Group),
     DeleteGroup(String),
     PutDevice(Device),
+    /// A report that changed nothing of the Mac but when it checked in: the log and the store
+    /// keep the time, not the whole device again.
+    CheckIn {
+        device_id: String,
+        at: Timestamp,
+    },
     DeleteDevice(String),
     PutPolicy(Policy),
     DeletePolicy(String),
@@ -355,6 +361,9 @@ impl State {
                     self.uncount_device(&old);
                 }
             }
+            Change::CheckIn { device_id, at } => {
+                Arc::make_mut(&mut self.devices).modify(&device_id, |d| d.last_check_in = at);
+            }
             Change::DeleteDevice(id) => self.delete_device(&id),
             Change::PutPolicy(policy) => {
                 self.policies.insert(policy.id.clone(), policy);
@@ -412,6 +421,8 @@ impl State {
                 touched.devices.extend(self.devices_with_serial(&device.serial_number).map(str::to_string));
                 touched
             }
+            // Its serial is unchanged: the device and the records that share the serial.
+            Change::CheckIn { device_id, .. } => self.device_touch(device_id),
             Change::DeleteDevice(id) => self.device_touch(id),
             Change::PutPolicy(_)
             | Change::DeletePolicy(_)

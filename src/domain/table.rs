@@ -123,6 +123,18 @@ impl<T: Record> Table<T> {
         (p, None)
     }
 
+    /// Changes the record with this id in place, if there is one; `change` must leave its keys
+    /// as they were (nothing is relinked).
+    pub(crate) fn modify(&mut self, id: &str, change: impl FnOnce(&mut T)) {
+        let Some(p) = self.position(id) else { return };
+        let record = &mut self.records[p as usize];
+        #[cfg(debug_assertions)]
+        let keys: Vec<String> = (0..T::KEYS).map(|k| record.key(k).to_string()).collect();
+        change(record);
+        #[cfg(debug_assertions)]
+        debug_assert!((0..T::KEYS).all(|k| record.key(k) == keys[k]), "a modification changed a key");
+    }
+
     /// The position of the record with this id, `make` inserting it when there is none: one
     /// probe either way (the interners' path, millions of times at start-up).
     pub(crate) fn position_or_insert(&mut self, id: &str, make: impl FnOnce() -> T) -> u32 {

@@ -85,7 +85,17 @@ impl Engine {
                     };
                     outcomes.push((id.clone(), outcome));
                 }
-                let mut changes: Vec<Change> = batch.into_values().map(Change::PutDevice).collect();
+                // A Mac whose report differs from the stored one only in its check-in is stored
+                // as a check-in: a few bytes in the log and one column, not the whole device.
+                let mut changes: Vec<Change> = batch
+                    .into_values()
+                    .map(|device| match state.device(&device.id) {
+                        Some(stored) if stored.same_but_check_in(&device) => {
+                            Change::CheckIn { device_id: device.id.into(), at: device.last_check_in }
+                        }
+                        _ => Change::PutDevice(device),
+                    })
+                    .collect();
                 // Every report is a heartbeat; one write a minute records it.
                 if heartbeat_due(state.heartbeat(), now) {
                     changes.push(Change::PutHeartbeat(now));

@@ -75,6 +75,11 @@ pub(crate) enum Row<'a> {
         serial: &'a str,
         body: Option<String>,
     },
+    /// A new check-in time for a stored device (its body keeps the one of its last full report).
+    CheckIn {
+        id: &'a str,
+        at: i64,
+    },
     DeleteDevice(&'a str),
     Policy(&'a str, Option<String>),
     Assignment(&'a str, Option<String>),
@@ -106,6 +111,7 @@ pub(crate) fn row(change: &Change) -> Result<Row<'_>> {
             let body = Some(encode::<_, records::Device>(d)?);
             Row::Device { id: &d.id, user_id: &d.user_id, serial: &d.serial_number, body }
         }
+        Change::CheckIn { device_id, at } => Row::CheckIn { id: device_id, at: at.0 },
         Change::DeleteDevice(id) => Row::DeleteDevice(id),
         Change::PutPolicy(p) => Row::Policy(&p.id, Some(encode::<_, records::Policy>(p)?)),
         Change::DeletePolicy(id) => Row::Policy(id, None),

@@ -75,6 +75,11 @@ impl Source {
                  (SELECT MAX(device_id) FROM failing))"
                     .to_string(),
             ),
+            // Each device as `[body, check-in column]`: the column, when set, is its check-in.
+            Kind::Devices => (
+                "'[' || body || ',' || COALESCE(CAST(last_check_in AS TEXT), 'null') || ']'".to_string(),
+                format!("SELECT {key}, body, last_check_in FROM {table} WHERE {key} > $1"),
+            ),
             _ => ("body".to_string(), format!("SELECT {key}, body FROM {table} WHERE {key} > $1")),
         };
         let limit = match self.kind {
@@ -170,7 +175,17 @@ fn decode_all(mut queue: Receiver<(Kind, String)>, decoded: &Sender<Vec<Change>>
             Kind::Groups => puts::<records::Group, _>(&array, Change::PutGroup)?,
             Kind::Policies => puts::<records::Policy, _>(&array, Change::PutPolicy)?,
             Kind::Assignments => puts::<records::Assignment, _>(&array, Change::PutAssignment)?,
-            Kind::Devices => puts::<records::Device, m::Device>(&array, Change::PutDevice)?,
+            Kind::Devices => {
+                let rows: Vec<(records::Device, Option<i64>)> = serde_json::from_str(&array).map_err(corrupt)?;
+                let devices = rows.into_iter().map(|(record, checked_in)| {
+                    let mut device = m::Device::try_from(record)?;
+                    if let Some(at) = checked_in {
+                        device.last_check_in = Timestamp(at);
+                    }
+                    Ok(Change::PutDevice(device))
+                });
+                devices.collect::<Result<_>>()?
+            }
             Kind::Failing => {
                 let rows: Vec<(String, String, i64, i64)> = serde_json::from_str(&array).map_err(corrupt)?;
                 let failing = rows.into_iter().map(|(device_id, policy_id, since, ends)| {

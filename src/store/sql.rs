@@ -135,6 +135,7 @@ fn statements<'a>(row: &'a Row<'a>) -> Vec<Statement<'a>> {
         Row::Group(id, _, None) => one(DELETE_GROUP, vec![Text(id)]),
         // A deleted device keeps its failures: the Mac's next report continues them.
         Row::Device { id, .. } | Row::DeleteDevice(id) => one(DELETE_DEVICE, vec![Text(id)]),
+        Row::CheckIn { .. } => unreachable!("a check-in is batchable"),
         Row::Policy(id, Some(body)) => one(PUT_POLICY, vec![Text(id), Text(body)]),
         // A deleted policy takes its assignment and its failures with it.
         Row::Policy(id, None) => vec![
@@ -149,32 +150,50 @@ fn statements<'a>(row: &'a Row<'a>) -> Vec<Statement<'a>> {
     }
 }
 
-/// Runs of these upserts are sent as one multi-row statement: (table and columns, conflict
-/// clause, parameters per row).
-type MultiRow = (&'static str, &'static str, usize);
+/// Runs of these writes are sent as one multi-row statement: the SQL before the rows, the SQL
+/// after them, and the parameters per row.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct MultiRow {
+    head: &'static str,
+    tail: &'static str,
+    width: usize,
+}
 
-const USER_ROWS: MultiRow = ("users (id, body)", "ON CONFLICT (id) DO UPDATE SET body = excluded.body", 2);
-const DEVICE_ROWS: MultiRow = (
-    "devices (id, user_id, serial_number, body)",
-    "ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, \
-     serial_number = excluded.serial_number, body = excluded.body",
-    4,
-);
-const FAILING_ROWS: MultiRow = (
-    "failing (device_id, policy_id, since, grace_ends)",
-    "ON CONFLICT (device_id, policy_id) DO UPDATE SET since = excluded.since, grace_ends = excluded.grace_ends",
-    4,
-);
+const USER_ROWS: MultiRow = MultiRow {
+    head: "INSERT INTO users (id, body) VALUES ",
+    tail: " ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+    width: 2,
+};
+/// A full report's body holds its check-in, so the check-in column goes back to NULL.
+const DEVICE_ROWS: MultiRow = MultiRow {
+    head: "INSERT INTO devices (id, user_id, serial_number, body) VALUES ",
+    tail: " ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, \
+     serial_number = excluded.serial_number, body = excluded.body, last_check_in = NULL",
+    width: 4,
+};
+/// A check-in writes one column of a device's row, not its body again. (`column1`, `column2`
+/// name the columns of a VALUES list in SQLite and in PostgreSQL alike.)
+const CHECK_IN_ROWS: MultiRow = MultiRow {
+    head: "UPDATE devices SET last_check_in = v.column2 FROM (VALUES ",
+    tail: ") AS v WHERE devices.id = v.column1",
+    width: 2,
+};
+const FAILING_ROWS: MultiRow = MultiRow {
+    head: "INSERT INTO failing (device_id, policy_id, since, grace_ends) VALUES ",
+    tail: " ON CONFLICT (device_id, policy_id) DO UPDATE SET since = excluded.since, grace_ends = excluded.grace_ends",
+    width: 4,
+};
 /// Rows per multi-row statement (well under both dialects' parameter limits).
 const ROWS_PER_STATEMENT: usize = 500;
 
-/// The upsert of `rows` rows of one kind: `INSERT INTO t (…) VALUES ($1, …), (…) ON CONFLICT …`,
-/// or with anonymous `?` parameters when not `numbered`: SQLite looks a numbered parameter's
-/// name up in a list as long as the statement's parameters, once a parameter as they are
-/// bound, so a statement of 2,000 of them spent more time binding than writing.
-fn multi_row_sql((table, conflict, width): MultiRow, rows: usize, numbered: bool) -> String {
+/// The statement for `rows` rows of one kind: `INSERT INTO t (…) VALUES ($1, …), (…) ON
+/// CONFLICT …` (or `UPDATE … FROM (VALUES …)`), or with anonymous `?` parameters when not
+/// `numbered`: SQLite looks a numbered parameter's name up in a list as long as the
+/// statement's parameters, once a parameter as they are bound, so a statement of 2,000 of
+/// them spent more time binding than writing.
+fn multi_row_sql(MultiRow { head, tail, width }: MultiRow, rows: usize, numbered: bool) -> String {
     use std::fmt::Write;
-    let mut sql = format!("INSERT INTO {table} VALUES ");
+    let mut sql = head.to_string();
     for r in 0..rows {
         sql.push_str(if r == 0 { "(" } else { ", (" });
         for c in 1..=width {
@@ -188,7 +207,7 @@ fn multi_row_sql((table, conflict, width): MultiRow, rows: usize, numbered: bool
         }
         sql.push(')');
     }
-    write!(sql, " {conflict}").expect("writing to a String");
+    sql.push_str(tail);
     sql
 }
 
@@ -200,6 +219,7 @@ fn batchable<'a>(row: &'a Row<'a>) -> Option<(MultiRow, (&'a str, &'a str), Vec<
         Row::Device { id, user_id, serial, body: Some(body) } => {
             Some((DEVICE_ROWS, (id, ""), vec![Text(id), Text(user_id), Text(serial), Text(body)]))
         }
+        Row::CheckIn { id, at } => Some((CHECK_IN_ROWS, (id, ""), vec![Text(id), Int(*at)])),
         Row::Failing { device_id, policy_id, times: Some((since, ends)) } => Some((
             FAILING_ROWS,
             (device_id, policy_id),
@@ -331,6 +351,10 @@ mod tests {
     #[test]
     fn multi_row_upserts_number_their_parameters_or_leave_them_anonymous() {
         let conflict = " ON CONFLICT (id) DO UPDATE SET body = excluded.body";
+        assert_eq!(
+            multi_row_sql(CHECK_IN_ROWS, 2, false),
+            "UPDATE devices SET last_check_in = v.column2 FROM (VALUES (?, ?), (?, ?)) AS v WHERE devices.id = v.column1"
+        );
         assert_eq!(
             multi_row_sql(USER_ROWS, 2, true),
             format!("INSERT INTO users (id, body) VALUES ($1, $2), ($3, $4){conflict}")

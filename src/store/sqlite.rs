@@ -23,6 +23,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../migrations/sqlite/0002_failing.sql")),
     (3, include_str!("../../migrations/sqlite/0003_unread_indexes.sql")),
     (4, include_str!("../../migrations/sqlite/0004_failing_without_rowid.sql")),
+    (5, include_str!("../../migrations/sqlite/0005_check_in_column.sql")),
 ];
 
 const JSON: JsonArrays = JsonArrays { joined: "group_concat({}, ',')", array: "json_array({})" };

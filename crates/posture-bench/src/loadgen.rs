@@ -50,6 +50,10 @@ pub struct IngestArgs {
     /// The partner's bearer secret, if the server has credentials
     #[arg(long)]
     pub token: Option<String>,
+    /// Reports that change nothing but the check-in (after each Mac's first, which stores its
+    /// facts): the partner's usual traffic. Otherwise every report changes the OS build too.
+    #[arg(long)]
+    pub check_ins: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -86,12 +90,23 @@ fn report(i: usize, users: usize, now: i64, variant: u64) -> pb::DeviceReport {
     }
 }
 
+/// A report of Mac `i` whose facts stay the same from run to run (its token renewed at the
+/// day's start), only its check-in moving.
+fn check_in(i: usize, users: usize, now: i64) -> pb::DeviceReport {
+    let day = now - now % 86_400;
+    pb::DeviceReport {
+        last_token_renewal: Some(prost_types::Timestamp { seconds: day, nanos: 0 }),
+        ..synthetic::healthy_mac(i, i % users.max(1), now)
+    }
+}
+
 pub(crate) fn now_secs() -> i64 {
     use posture::clock::Clock;
     posture::clock::SystemClock.now().0
 }
 
-/// Sends batches until the duration is up; returns (reports stored, batches, elapsed, sorted batch latencies in µs).
+/// Sends batches until the duration is up; returns (reports stored that changed something,
+/// batches, elapsed, sorted batch latencies in µs).
 pub async fn ingest(args: IngestArgs) -> anyhow::Result<(u64, u64, Duration, Vec<u64>)> {
     anyhow::ensure!((1..=1000).contains(&args.batch), "--batch must be 1..=1000");
     anyhow::ensure!(args.duration > 0 && args.duration <= 600, "--duration must be 1..=600 seconds");
@@ -109,14 +124,19 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<(u64, u64, Duration, Vec
             while Instant::now() < deadline {
                 let now = now_secs();
                 let devices = (0..args.batch)
-                    .map(|k| report((n as usize * args.batch + k) % args.devices, args.users, now, n))
+                    .map(|k| {
+                        let i = (n as usize * args.batch + k) % args.devices;
+                        if args.check_ins { check_in(i, args.users, now) } else { report(i, args.users, now, n) }
+                    })
                     .collect();
                 let req = bearer(tonic::Request::new(pb::ReportInventoryRequest { devices }), &args.token)?;
                 let sent = Instant::now();
                 let r = client.report_inventory(req).await?.into_inner();
                 latencies.push(sent.elapsed().as_micros() as u64);
                 anyhow::ensure!(r.rejected == 0, "the server rejected reports: {:?}", r.results.first());
-                stored += u64::from(r.accepted);
+                // Only reports that changed something count: a repeat within the same second
+                // is acknowledged without a write.
+                stored += r.results.iter().filter(|i| i.changed).count() as u64;
                 batches += 1;
                 n += args.concurrency as u64;
             }

@@ -31,6 +31,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../../migrations/postgres/0001_init.sql")),
     (2, include_str!("../../../migrations/postgres/0002_failing.sql")),
     (3, include_str!("../../../migrations/postgres/0003_unread_indexes.sql")),
+    (4, include_str!("../../../migrations/postgres/0004_check_in_column.sql")),
 ];
 
 /// First key of the advisory lock every commit holds; the second is [`schema_key`], so
