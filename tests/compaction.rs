@@ -146,3 +146,56 @@ async fn a_day_of_reports_stays_within_twice_the_state_and_replicas_stay_correct
     assert!(writer.metrics().log_oldest.get() > 1);
     assert!(oldest.is_ok(), "the latest revision is kept: {oldest:?}");
 }
+
+/// The snapshot a subscription from `start` begins with: its device ids, sorted (up to the
+/// event that carries a cursor, or none when nothing arrives within a moment).
+async fn snapshot(watcher: &Arc<Watcher>, start: Start) -> posture::error::Result<Vec<String>> {
+    let mut stream = watcher.subscribe("", start, vec![]).await?;
+    let mut ids = Vec::new();
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(300), stream.next()).await {
+        let event = event.unwrap();
+        assert!(event.snapshot, "{event:?}");
+        ids.push(event.decision.device_id.clone());
+        if event.cursor != 0 {
+            break;
+        }
+    }
+    ids.sort();
+    Ok(ids)
+}
+
+/// A new process (a restart, another replica) resumes a stream from a revision with the devices
+/// that changed since, for as long as the change log keeps that revision; past it, OUT_OF_RANGE,
+/// and every device's decision on request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_resumes_from_a_revision_on_a_new_process_while_the_log_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("posture.db").display());
+    let clock = Arc::new(ManualClock::new(T0));
+    let writer = engine(&url, clock.clone()).await;
+    posture::demo::seed(&writer).await.unwrap();
+    let position = writer.revision();
+    let (ada, _) = writer.read(|s, _| s.device("mac-ada").cloned());
+    let mut ada = ada.expect("the demo's Mac mac-ada");
+    ada.facts.file_vault = Some(FileVault::NotEncrypted);
+    let store = posture::store::open(&url).await.unwrap();
+    assert_eq!(store.commit(position, &[Change::PutDevice(ada)], T0.0).await.unwrap(), Commit::Done(position + 1));
+
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    let (watcher, _watching) =
+        Watcher::spawn(engine(&url, clock.clone()).await, WatchConfig::default(), shutdown.clone());
+    assert_eq!(snapshot(&watcher, Start::FromRevision(position)).await.unwrap(), ["mac-ada"]);
+    assert_eq!(snapshot(&watcher, Start::FromRevision(position + 1)).await.unwrap(), Vec::<String>::new());
+
+    // The log compacted down to its latest revision: the position is gone.
+    clock.advance(60);
+    writer.catch_up().await.unwrap();
+    writer.compact(Retention { revisions: 0, age: Duration::ZERO }).await.unwrap();
+    let restarted = engine(&url, clock.clone()).await;
+    let devices = restarted.read(|s, _| s.device_count()).0;
+    let (watcher, _watching) = Watcher::spawn(restarted, WatchConfig::default(), shutdown);
+    let err = snapshot(&watcher, Start::FromRevision(position)).await.unwrap_err();
+    assert!(matches!(&err, Error::OutOfRange(m) if m.contains("every_device")), "{err}");
+    assert_eq!(snapshot(&watcher, Start::FromRevision(position + 1)).await.unwrap(), Vec::<String>::new());
+    assert_eq!(snapshot(&watcher, Start::EveryDevice).await.unwrap().len(), devices);
+}

@@ -5,11 +5,14 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use pb::compliance_event::Cause;
 use pb::{ComplianceState as S, Decision as D};
+use posture::clock::ManualClock;
+use posture::domain::Timestamp;
 use posture::proto::{self as pb, compliance_service_client::ComplianceServiceClient};
 use tonic::Code;
 use tonic::transport::Endpoint;
@@ -276,8 +279,8 @@ async fn a_cursor_this_server_did_not_issue_or_no_longer_holds_is_out_of_range()
     assert_quiet(&mut resumed).await;
     drop((events, resumed));
 
-    // Cursors do not survive a restart: resync by revision instead, which sends Ada's Mac
-    // (its decision at the new process's start counts as changed then).
+    // Cursors do not survive a restart: resume by revision instead, which sends Ada's Mac (the
+    // change log says it changed at that revision).
     let server = server.restart().await;
     let status = watch_err(&server, after(e.cursor)).await;
     assert_status(&status, Code::OutOfRange, &["from_revision"]);
@@ -285,6 +288,70 @@ async fn a_cursor_this_server_did_not_issue_or_no_longer_holds_is_out_of_range()
     let s = next(&mut resync).await;
     assert_eq!(seen(&s), seen(&e));
     assert!(s.snapshot && s.revision >= written, "{s:?}");
+    server.stop().await;
+}
+
+/// A revision is a position every process shares: after a restart, a stream resumed from one
+/// gets the devices whose decisions changed since (in the change log before the restart, by
+/// time alone while the server was down, and after it), and not the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_revision_resumes_across_a_restart_with_only_the_devices_that_changed() {
+    let clock = Arc::new(ManualClock::new(Timestamp(now_secs())));
+    let server = TestServer::start_at(clock.clone()).await;
+    seed_org(&server).await;
+    let now = server.now_secs();
+    let mut dan = mac_at("mac-dan", "dan", "C02DAN0001", now);
+    dan.last_check_in = Some(prost_types::Timestamp { seconds: now - 23 * HOUR, nanos: 0 });
+    let macs = [mac_at("mac-ada", "ada", "C02ADA0001", now), mac_at("mac-bob", "bob", "C02BOB0001", now)];
+    server.report(vec![macs[0].clone(), macs[1].clone(), mac_at("mac-cara", "cara", "C02CARA001", now), dan]).await;
+    let position = server.revision().await;
+    assert_decision(&server.check("dan", "mac-dan").await, D::Allow, S::Compliant, &["COMPLIANT"]);
+
+    // Bob's FileVault goes off and Cara's record is deleted; two hours pass (Dan's last
+    // check-in is then 25 hours old); the server restarts; then Erin's Mac is reported.
+    server.report(vec![without_file_vault(macs[1].clone())]).await;
+    let req = pb::DeleteDeviceRequest { device_id: "mac-cara".into() };
+    server.admin().delete_device(req).await.unwrap();
+    clock.advance(2 * HOUR);
+    let server = server.restart().await;
+    server.report(vec![mac_at("mac-erin", "erin", "C02ERIN001", server.now_secs())]).await;
+
+    let mut events = watch(&server, from_revision(position)).await;
+    let mut snapshot = take(&mut events, 4).await;
+    assert!(snapshot.iter().all(|e| e.snapshot && cause(e) == Cause::Snapshot), "{snapshot:?}");
+    assert_ne!(snapshot[3].cursor, 0, "the last snapshot event is a resume point");
+    snapshot.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+    let decided: Vec<_> = snapshot.iter().map(seen).collect();
+    assert_eq!(
+        decided,
+        [
+            ("mac-bob", D::Deny, S::Noncompliant, vec!["NONCOMPLIANT"]),
+            ("mac-cara", D::Deny, S::Unknown, vec!["DEVICE_UNKNOWN"]),
+            ("mac-dan", D::Deny, S::Unknown, vec!["UNRESPONSIVE"]),
+            ("mac-erin", D::Allow, S::Compliant, vec!["COMPLIANT"]),
+        ]
+    );
+    assert!(snapshot.iter().all(|e| e.revision > position), "{snapshot:?}");
+    // Ada's Mac has not changed: not in the snapshot.
+    assert_quiet(&mut events).await;
+
+    // From the latest revision: nothing; a device filter keeps to its devices.
+    let mut latest = watch(&server, from_revision(server.revision().await)).await;
+    assert_quiet(&mut latest).await;
+    let mut bob = watch(&server, only(from_revision(position), &["mac-bob", "mac-ada"])).await;
+    assert_eq!(seen(&next(&mut bob).await).0, "mac-bob");
+    assert_quiet(&mut bob).await;
+    // Every device, when asked: the four known ones.
+    let every = pb::WatchComplianceRequest { every_device: true, ..Default::default() };
+    let mut all = watch(&server, every).await;
+    let mut ids: Vec<String> = take(&mut all, 4).await.into_iter().map(|e| e.device_id).collect();
+    ids.sort();
+    assert_eq!(ids, ["mac-ada", "mac-bob", "mac-dan", "mac-erin"]);
+    assert_quiet(&mut all).await;
+    let both = pb::WatchComplianceRequest { every_device: true, from_revision: position, ..Default::default() };
+    assert_status(&watch_err(&server, both).await, Code::InvalidArgument, &["every_device"]);
+    let ahead = from_revision(server.revision().await + 10);
+    assert_status(&watch_err(&server, ahead).await, Code::InvalidArgument, &["ahead of the latest revision"]);
     server.stop().await;
 }
 

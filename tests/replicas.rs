@@ -191,6 +191,43 @@ async fn a_watch_on_one_replica_streams_writes_made_through_another_once_and_in_
     drop_schema(&url).await;
 }
 
+/// A revision resumes a stream on any replica: a client that watched through A resumes
+/// through B, started after its last event, from that event's revision, and gets the devices
+/// that changed since, not the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set POSTURE_TEST_DATABASE_URL and run with --ignored"]
+async fn a_stream_watched_through_one_replica_resumes_by_revision_through_another() {
+    let url = store_url("resume");
+    let a = replica(&url).await;
+    seed_org_with(&a, 0).await;
+    let mut events = a.compliance().watch_compliance(pb::WatchComplianceRequest::default()).await.unwrap().into_inner();
+    a.report(vec![mac("mac-ada", "ada", "C02ADA0001"), mac("mac-bob", "bob", "C02BOB0001")]).await;
+    let mut last = next_event(&mut events).await;
+    last = if last.device_id == "mac-ada" { next_event(&mut events).await } else { last };
+    drop(events);
+
+    // While the client is away: Bob's FileVault goes off; then replica B starts and Cara's Mac
+    // is reported through it.
+    let mut failing = mac("mac-bob", "bob", "C02BOB0001");
+    failing.file_vault = pb::FileVaultState::NotEncrypted as i32;
+    a.report(vec![failing]).await;
+    let b = replica(&url).await;
+    let cara = b.report(vec![mac("mac-cara", "cara", "C02CARA001")]).await.revision;
+    let req = pb::WatchComplianceRequest { from_revision: last.revision, ..Default::default() };
+    let mut events = b.compliance().watch_compliance(req).await.unwrap().into_inner();
+    let mut seen = [next_event(&mut events).await, next_event(&mut events).await];
+    seen.sort_by(|x, y| x.device_id.cmp(&y.device_id));
+    let seen: Vec<_> = seen.iter().map(|e| (e.device_id.as_str(), e.decision, e.snapshot)).collect();
+    assert_eq!(seen, [("mac-bob", pb::Decision::Deny as i32, true), ("mac-cara", pb::Decision::Allow as i32, true)]);
+    let quiet = tokio::time::timeout(Duration::from_millis(300), events.message()).await;
+    assert!(quiet.is_err(), "Ada's Mac has not changed since: {quiet:?}");
+    assert!(b.revision().await >= cara);
+    drop(events);
+    a.stop().await;
+    b.stop().await;
+    drop_schema(&url).await;
+}
+
 /// Admin writes through two replicas at once are validated against each other: of two
 /// creates of one policy exactly one wins and the other is told it exists (or to retry), and a
 /// policy deleted through one while the other assigns it leaves no orphaned assignment.

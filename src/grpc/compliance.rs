@@ -90,10 +90,18 @@ impl ComplianceService for Handlers {
         let credential = crate::auth::caller(&req).map_or_else(String::new, |c| c.id.to_string());
         let r = req.into_inner();
         let device_ids = incoming::ids("device_ids", &r.device_ids, incoming::MAX_BATCH)?;
-        let start = match (r.after_cursor, r.from_revision) {
-            (0, 0) => Start::Now,
-            (0, revision) => Start::FromRevision(revision),
-            (cursor, _) => Start::AfterCursor(cursor),
+        let start = match (r.after_cursor, r.from_revision, r.every_device) {
+            (0, 0, false) => Start::Now,
+            (0, 0, true) => Start::EveryDevice,
+            (_, _, true) => {
+                return Err(Error::invalid(
+                    "every_device",
+                    "is a start of its own: leave after_cursor and from_revision 0 with it",
+                )
+                .into());
+            }
+            (0, revision, false) => Start::FromRevision(revision),
+            (cursor, _, false) => Start::AfterCursor(cursor),
         };
         let subscription = self.watcher.subscribe(&credential, start, device_ids).await?;
         let events = futures_util::stream::unfold(subscription, |mut s| async move {

@@ -10,7 +10,8 @@ use crate::error::Result;
 
 #[derive(Default)]
 pub struct MemoryStore {
-    log: Mutex<Vec<Vec<Change>>>,
+    /// Each revision's commit time and changes.
+    log: Mutex<Vec<(i64, Vec<Change>)>>,
 }
 
 #[async_trait]
@@ -18,18 +19,18 @@ impl Store for MemoryStore {
     async fn load(&self) -> Result<Snapshot> {
         let log = self.log.lock();
         let mut state = State::default();
-        for change in log.iter().flatten() {
+        for change in log.iter().flat_map(|(_, changes)| changes) {
             state.apply(change.clone());
         }
         Ok(Snapshot { state, revision: log.len() as u64 })
     }
 
-    async fn commit(&self, expected: u64, changes: &[Change], _committed_at: i64) -> Result<Commit> {
+    async fn commit(&self, expected: u64, changes: &[Change], committed_at: i64) -> Result<Commit> {
         let mut log = self.log.lock();
         if log.len() as u64 != expected {
             return Ok(Commit::Conflict);
         }
-        log.push(changes.to_vec());
+        log.push((committed_at, changes.to_vec()));
         Ok(Commit::Done(log.len() as u64))
     }
 
@@ -40,8 +41,13 @@ impl Store for MemoryStore {
             .enumerate()
             .skip(after as usize)
             .take(limit as usize)
-            .map(|(i, c)| (i as u64 + 1, c.clone()))
+            .map(|(i, (_, c))| (i as u64 + 1, c.clone()))
             .collect())
+    }
+
+    async fn committed_at(&self, revision: u64) -> Result<Option<i64>> {
+        let index = usize::try_from(revision).ok().and_then(|r| r.checked_sub(1));
+        Ok(index.and_then(|i| self.log.lock().get(i).map(|(at, _)| *at)))
     }
 
     /// The log is this store's state (`load` replays it): nothing is compacted.

@@ -54,6 +54,8 @@ pub trait Store: Send + Sync + 'static {
     /// The committed revisions after `after`, oldest first, at most `limit`; `LogCompacted`
     /// when the next of them is no longer kept (load the state instead).
     async fn changes_since(&self, after: u64, limit: u32) -> Result<Vec<(u64, Vec<Change>)>>;
+    /// When `revision` was committed (seconds since the epoch), if the log still keeps it.
+    async fn committed_at(&self, revision: u64) -> Result<Option<i64>>;
     /// Deletes the change log's revisions before `keep_from` committed before `older_than`
     /// (seconds since the epoch); the latest revision always stays.
     async fn compact(&self, keep_from: u64, older_than: i64) -> Result<Compaction>;

@@ -310,6 +310,23 @@ where
     rows.into_iter().map(|(revision, changes)| Ok((revision as u64, decode_changes(&changes)?))).collect()
 }
 
+/// When `revision` was committed, if the log still keeps it.
+pub(crate) async fn committed_at<DB>(conn: &mut DB::Connection, revision: u64) -> Result<Option<i64>>
+where
+    DB: Database,
+    i64: for<'q> Encode<'q, DB> + Type<DB> + for<'r> Decode<'r, DB>,
+    for<'r> (i64,): FromRow<'r, DB::Row>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let Ok(revision) = i64::try_from(revision) else { return Ok(None) };
+    let row = sqlx::query_as::<DB, (i64,)>("SELECT committed_at FROM change_log WHERE revision = $1")
+        .bind(revision)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(row.map(|(at,)| at))
+}
+
 const COMPACT: &str = "DELETE FROM change_log WHERE revision IN \
      (SELECT revision FROM change_log WHERE revision < $1 AND committed_at < $2 \
       AND revision < (SELECT MAX(revision) FROM change_log) ORDER BY revision LIMIT $3) \

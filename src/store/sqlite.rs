@@ -152,6 +152,10 @@ impl Store for SqliteStore {
         sql::changes_since::<Sqlite>(&mut *self.pool.acquire().await?, after, limit).await
     }
 
+    async fn committed_at(&self, revision: u64) -> Result<Option<i64>> {
+        sql::committed_at::<Sqlite>(&mut *self.pool.acquire().await?, revision).await
+    }
+
     async fn compact(&self, keep_from: u64, older_than: i64) -> Result<super::Compaction> {
         let mut conn = self.pool.acquire().await?;
         let compaction = sql::compact::<Sqlite>(&mut conn, keep_from, older_than).await?;

@@ -66,6 +66,11 @@ impl Store for Faulty {
         self.inner.changes_since(after, limit).await
     }
 
+    async fn committed_at(&self, revision: u64) -> posture::error::Result<Option<i64>> {
+        self.check()?;
+        self.inner.committed_at(revision).await
+    }
+
     async fn compact(&self, keep_from: u64, older_than: i64) -> posture::error::Result<posture::store::Compaction> {
         self.check()?;
         self.inner.compact(keep_from, older_than).await

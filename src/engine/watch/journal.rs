@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::mpsc;
 
+use super::resume::History;
 use super::schedule::Schedule;
 use super::{Cause, SCAN, WatchConfig, WatchEvent};
 use crate::domain::Timestamp;
@@ -46,6 +47,8 @@ pub(super) struct Journal {
     pub(super) users: Ids,
     /// One copy of each list of reasons the journal holds.
     pub(super) reasons: SharedReasons,
+    /// From which revision on this process can say which decisions changed (set at start).
+    pub(super) history: Option<History>,
 }
 
 /// A device's current decision as the journal keeps it: one record, its id stored once, its
@@ -66,6 +69,9 @@ pub(super) struct Current {
     /// The revision and the instant of the decision's last change.
     pub(super) revision: u64,
     pub(super) at: Timestamp,
+    /// Decided at start: its revision recalled from the change log (see `resume`), its instant
+    /// the start's.
+    pub(super) recalled: bool,
 }
 
 impl Record for Current {
@@ -100,6 +106,7 @@ impl Current {
             valid_until: d.valid_until,
             revision,
             at,
+            recalled: false,
         }
     }
 
@@ -213,8 +220,9 @@ impl Journal {
         {
             // The same decision in other words or with another valid_until: keep it current
             // for snapshots, without an event.
-            let (user, revision, at) = (p.user, p.revision, p.at);
-            let current = Current::new(d, Some(user), revision, at, &mut self.users);
+            let (user, revision, at, recalled) = (p.user, p.revision, p.at, p.recalled);
+            let mut current = Current::new(d, Some(user), revision, at, &mut self.users);
+            current.recalled = recalled;
             self.set_current(current);
         }
         changed
@@ -282,7 +290,7 @@ impl Journal {
     }
 }
 
-fn same_summary(a: &Current, b: &DeviceDecision) -> bool {
+pub(super) fn same_summary(a: &Current, b: &DeviceDecision) -> bool {
     a.allow == b.allow && a.state == b.state && a.reasons.iter().map(|r| r.code).eq(b.reasons.iter().map(|r| r.code))
 }
 

@@ -26,7 +26,9 @@
 //! the same lock that appends, for live events pushed into its own bounded buffer: each
 //! event once, in cursor order. A stream whose buffer fills is ended as too slow.
 //! Cursors start at a random base per process, so a cursor from another process (a restart,
-//! another replica) is, but for a negligible chance, outside this one's window.
+//! another replica) is, but for a negligible chance, outside this one's window. The position
+//! every process shares is a revision: a stream resumes from one on any replica and across
+//! restarts, for as far back as the store's change log reaches (see `resume`).
 
 use std::collections::{HashSet, VecDeque};
 use std::hash::{BuildHasher, Hasher};
@@ -43,11 +45,14 @@ use crate::domain::{Timestamp, Touched};
 use crate::error::{Error, Result};
 use journal::{Current, Journal, SharedReasons};
 use schedule::Schedule;
+use streams::{OpenStreams, StreamSlot};
 use subscription::Phase;
 pub use subscription::Subscription;
 
 mod journal;
+mod resume;
 mod schedule;
+mod streams;
 mod subscription;
 #[cfg(test)]
 mod tests;
@@ -98,32 +103,6 @@ impl Default for WatchLimits {
     }
 }
 
-/// The streams open now, in all and per credential (`""` when authentication is off).
-#[derive(Debug, Default)]
-struct OpenStreams {
-    total: usize,
-    per_credential: HashMap<String, usize>,
-}
-
-/// A stream's place among the open ones, given back when the stream ends.
-pub(super) struct StreamSlot {
-    watcher: Arc<Watcher>,
-    credential: String,
-}
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        let mut open = self.watcher.open.lock();
-        open.total -= 1;
-        if let Some(n) = open.per_credential.get_mut(&self.credential) {
-            *n -= 1;
-            if *n == 0 {
-                open.per_credential.remove(&self.credential);
-            }
-        }
-    }
-}
-
 /// Why an event was sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cause {
@@ -155,8 +134,11 @@ pub enum Start {
     Now,
     /// Events with a cursor strictly greater than this one.
     AfterCursor(u64),
-    /// A snapshot of every device whose decision last changed after this revision, then live.
+    /// A snapshot of every device whose decision last changed after this revision, then live:
+    /// on any replica, across restarts, from the oldest revision the change log keeps.
     FromRevision(u64),
+    /// A snapshot of every known device, then live.
+    EveryDevice,
 }
 
 pub struct Watcher {
@@ -204,6 +186,7 @@ impl Watcher {
                 tally: Tally::default(),
                 users: Default::default(),
                 reasons: SharedReasons::default(),
+                history: None,
             }),
             eval: Mutex::new(()),
             ready: watch::Sender::new(false),
@@ -228,6 +211,13 @@ impl Watcher {
         if *shutdown.borrow() {
             self.close();
             return;
+        }
+        tokio::select! {
+            () = self.recall(self.engine.revision()) => {}
+            _ = shutdown.changed() => {
+                self.close();
+                return;
+            }
         }
         self.settled.send_replace(start);
         self.ready.send_replace(true);
@@ -316,7 +306,8 @@ impl Watcher {
                     continue;
                 }
                 inner.reasons.share(&mut d.reasons, None);
-                let current = Current::new(d, None, revision, now, &mut inner.users);
+                let mut current = Current::new(d, None, revision, now, &mut inner.users);
+                current.recalled = true;
                 inner.set_current(current);
             }
         }
@@ -392,31 +383,9 @@ impl Watcher {
         }
     }
 
-    /// Takes a place for a new stream of `credential`, or says which limit is reached.
     /// How many WatchCompliance streams are open.
     pub fn open_streams(&self) -> usize {
         self.open.lock().total
-    }
-
-    fn open_stream(self: &Arc<Self>, credential: &str) -> Result<StreamSlot> {
-        let limits = self.config.limits;
-        let mut open = self.open.lock();
-        if open.total >= limits.streams {
-            return Err(Error::ResourceExhausted(format!(
-                "this server has {} WatchCompliance streams open, its limit: retry later or watch through another replica",
-                open.total
-            )));
-        }
-        let mine = open.per_credential.get(credential).copied().unwrap_or(0);
-        if mine >= limits.streams_per_credential {
-            return Err(Error::ResourceExhausted(format!(
-                "credential {credential} has {mine} WatchCompliance streams open, its limit: close one first (one \
-                 stream can watch every device)"
-            )));
-        }
-        open.total += 1;
-        *open.per_credential.entry(credential.to_string()).or_default() += 1;
-        Ok(StreamSlot { watcher: self.clone(), credential: credential.to_string() })
     }
 
     /// Starts a subscription for `credential` (the caller's id; `""` when authentication is
@@ -429,6 +398,10 @@ impl Watcher {
     ) -> Result<Subscription> {
         let slot = self.open_stream(credential)?;
         let _ = self.ready.subscribe().wait_for(|ready| *ready).await;
+        let resume_at = match start {
+            Start::FromRevision(revision) => self.resume_point(revision).await?,
+            _ => Timestamp(i64::MAX),
+        };
         let filter = (!device_ids.is_empty()).then(|| Arc::new(device_ids.into_iter().collect::<HashSet<_>>()));
         self.engine.check_available()?;
         let inner = self.journal.lock();
@@ -455,8 +428,13 @@ impl Watcher {
                 }
                 (Phase::CatchUp { after: cursor }, Some(cursor))
             }
-            Start::FromRevision(revision) => {
-                let changed = |c: &&Current| c.revision > revision;
+            Start::FromRevision(_) | Start::EveryDevice => {
+                let changed = |c: &&Current| match start {
+                    // A change observed here after the resume point's time counts too: another
+                    // replica may have sent it at a later revision than this one saw it at.
+                    Start::FromRevision(revision) => c.revision > revision || (!c.recalled && c.at > resume_at),
+                    _ => c.known,
+                };
                 let mut items: Vec<&Current> = match &filter {
                     Some(ids) => ids.iter().filter_map(|id| inner.devices.get(id)).filter(changed).collect(),
                     None => inner.devices.iter().filter(changed).collect(),
@@ -471,7 +449,8 @@ impl Watcher {
             }
         };
         drop(inner);
-        Ok(Subscription::new(slot, filter, phase, position, matches!(start, Start::FromRevision(_))))
+        let snapshot = matches!(start, Start::FromRevision(_) | Start::EveryDevice);
+        Ok(Subscription::new(slot, filter, phase, position, snapshot))
     }
 
     /// Ends every stream (cleanly) and refuses new ones: the server is shutting down.

@@ -173,7 +173,7 @@ impl Subscription {
             ),
             None if self.started_from_revision => format!(
                 "this stream fell more than {behind} events behind during its snapshot and was ended; resubscribe \
-                 with the same from_revision"
+                 as before (the same from_revision, or every_device)"
             ),
             None => format!("this stream fell more than {behind} events behind and was ended"),
         })

@@ -352,6 +352,10 @@ impl Store for PostgresStore {
         sql::changes_since::<Postgres>(&mut *self.pool.acquire().await?, after, limit).await
     }
 
+    async fn committed_at(&self, revision: u64) -> Result<Option<i64>> {
+        sql::committed_at::<Postgres>(&mut *self.pool.acquire().await?, revision).await
+    }
+
     async fn compact(&self, keep_from: u64, older_than: i64) -> Result<super::Compaction> {
         sql::compact::<Postgres>(&mut *self.pool.acquire().await?, keep_from, older_than).await
     }
