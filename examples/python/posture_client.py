@@ -59,12 +59,17 @@ class PostureClient:
         request = inventory_pb2.ReportInventoryRequest(devices=devices)
         return self.inventory.ReportInventory(request, timeout=timeout, metadata=self.metadata)
 
-    def watch_compliance(self, from_revision=0, device_ids=(), after_cursor=0, timeout=None):
+    def watch_compliance(self, from_revision=0, device_ids=(), after_cursor=0, every_device=False, timeout=None):
         """A stream of ComplianceEvents, each a change of one device's decision. Iterate over it;
         .cancel() ends it. To resume after a break, pass the last event's cursor as after_cursor
-        (same server process), or one less than its revision as from_revision (any replica)."""
+        (same server process), or one less than its revision as from_revision (any replica,
+        across restarts, as far back as the change log keeps); every_device=True starts with
+        every device's current decision (a first start, or after OUT_OF_RANGE)."""
         request = compliance_pb2.WatchComplianceRequest(
-            after_cursor=after_cursor, from_revision=from_revision, device_ids=list(device_ids)
+            after_cursor=after_cursor,
+            from_revision=from_revision,
+            device_ids=list(device_ids),
+            every_device=every_device,
         )
         return self.compliance.WatchCompliance(request, timeout=timeout, metadata=self.metadata)
 

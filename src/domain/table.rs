@@ -135,6 +135,13 @@ impl<T: Record> Table<T> {
         debug_assert!((0..T::KEYS).all(|k| record.key(k) == keys[k]), "a modification changed a key");
     }
 
+    /// Changes every record in place; `change` must leave their keys as they were.
+    pub(crate) fn modify_all(&mut self, mut change: impl FnMut(&mut T)) {
+        for record in &mut self.records {
+            change(record);
+        }
+    }
+
     /// The position of the record with this id, `make` inserting it when there is none: one
     /// probe either way (the interners' path, millions of times at start-up).
     pub(crate) fn position_or_insert(&mut self, id: &str, make: impl FnOnce() -> T) -> u32 {

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::mpsc;
 
-use super::resume::History;
 use super::schedule::Schedule;
 use super::{Cause, SCAN, WatchConfig, WatchEvent};
 use crate::domain::Timestamp;
@@ -47,8 +46,9 @@ pub(super) struct Journal {
     pub(super) users: Ids,
     /// One copy of each list of reasons the journal holds.
     pub(super) reasons: SharedReasons,
-    /// From which revision on this process can say which decisions changed (set at start).
-    pub(super) history: Option<History>,
+    /// The revision the watcher started at, once its decisions at start are recorded, and that
+    /// revision's commit time.
+    pub(super) started: Option<(u64, Timestamp)>,
 }
 
 /// A device's current decision as the journal keeps it: one record, its id stored once, its
@@ -69,8 +69,8 @@ pub(super) struct Current {
     /// The revision and the instant of the decision's last change.
     pub(super) revision: u64,
     pub(super) at: Timestamp,
-    /// Decided at start: its revision recalled from the change log (see `resume`), its instant
-    /// the start's.
+    /// Decided at start, and time alone has not changed it since the oldest revision kept: the
+    /// change log tells when it last changed (see `resume`). Its instant is the start's.
     pub(super) recalled: bool,
 }
 

@@ -152,6 +152,9 @@ pub struct Watcher {
     open: Mutex<OpenStreams>,
     /// The revision every recorded decision reflects: the last one whose changes were decided.
     settled: watch::Sender<u64>,
+    /// What the change log tells of the time before the start: read on the first resume from
+    /// a revision before it.
+    history: tokio::sync::OnceCell<resume::History>,
 }
 
 impl Watcher {
@@ -186,12 +189,13 @@ impl Watcher {
                 tally: Tally::default(),
                 users: Default::default(),
                 reasons: SharedReasons::default(),
-                history: None,
+                started: None,
             }),
             eval: Mutex::new(()),
             ready: watch::Sender::new(false),
             open: Mutex::new(OpenStreams::default()),
             settled: watch::Sender::new(0),
+            history: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -207,18 +211,13 @@ impl Watcher {
     async fn run(self: Arc<Self>, mut applied: mpsc::Receiver<Applied>, mut shutdown: watch::Receiver<bool>) {
         let start = self.engine.revision();
         let stop = shutdown.clone();
-        self.blocking(move |w| w.record_all(&stop)).await;
+        let floor = self.floor().await;
+        self.blocking(move |w| w.record_all(&stop, floor)).await;
         if *shutdown.borrow() {
             self.close();
             return;
         }
-        tokio::select! {
-            () = self.recall(self.engine.revision()) => {}
-            _ = shutdown.changed() => {
-                self.close();
-                return;
-            }
-        }
+        self.mark_start().await;
         self.settled.send_replace(start);
         self.ready.send_replace(true);
         tracing::info!(devices = self.journal.lock().devices.len(), "watching decisions");
@@ -280,8 +279,10 @@ impl Watcher {
     }
 
     /// Records every device's current decision, emitting nothing; gives up when `stop` turns
-    /// true (a million devices take seconds, which a shutdown should not wait for).
-    fn record_all(&self, stop: &watch::Receiver<bool>) {
+    /// true (a million devices take seconds, which a shutdown should not wait for). A decision
+    /// that time alone has changed since `floor` (the oldest revision kept) is not `recalled`:
+    /// it may have changed after any revision before the start (see `resume`).
+    fn record_all(&self, stop: &watch::Receiver<bool>, floor: Option<Timestamp>) {
         let _eval = self.eval.lock();
         // The ids in one buffer, not a million strings: memory the pass gives back at once.
         let ((text, ends), _) = self.engine.read(|state, _| {
@@ -299,15 +300,20 @@ impl Watcher {
             }
             let chunk: Vec<String> =
                 chunk.iter().map(|&end| text[std::mem::replace(&mut start, end)..end].to_owned()).collect();
-            let ((decisions, now), revision) = self.decide(&chunk);
+            let ((decisions, now), revision) = self.engine.read(|state, now| {
+                let both = chunk
+                    .iter()
+                    .map(|id| (access::decide(state, id, now), floor.map(|t| access::decide(state, id, t))));
+                (both.collect::<Vec<_>>(), now)
+            });
             let mut inner = self.journal.lock();
-            for mut d in decisions {
+            for (mut d, then) in decisions {
                 if d.primary_user_id.is_none() {
                     continue;
                 }
                 inner.reasons.share(&mut d.reasons, None);
                 let mut current = Current::new(d, None, revision, now, &mut inner.users);
-                current.recalled = true;
+                current.recalled = then.is_some_and(|then| journal::same_summary(&current, &then));
                 inner.set_current(current);
             }
         }

@@ -1,31 +1,35 @@
 //! Resuming from a revision on any replica and across restarts. A revision is the one position
-//! every replica shares; what a process has not seen itself, it reads from the store's change
-//! log when its watcher starts. Each device's decision at start is stamped with the revision
-//! after which it may last have changed: the last revision in the retained log that touched
-//! it (its record, its primary user, or, for a change of policies, assignments, groups,
-//! connector or settings, every device), or, when time alone changed its decision since the
-//! oldest revision kept, the revision the process started at. A device neither touched nor
-//! changed by time keeps the oldest revision, so a stream resuming from it or later leaves the
-//! device out. Before the oldest revision kept, nothing is known: OUT_OF_RANGE.
+//! every process shares; what a process has not seen itself, it learns from the store's change
+//! log.
+//!
+//! At start the watcher decides each device twice: now, and at the commit time of the oldest
+//! revision the log keeps. A decision that time alone changed in between may have changed
+//! after any earlier revision, and counts as changed at the start. The others are `recalled`:
+//! their data tells when they last changed. On the first resume from a revision before the
+//! start, the watcher reads the log once and stamps each of them with the last revision that
+//! touched it (its record, its primary user, or, for a change of policies, assignments,
+//! groups, connector or settings, every device); one the log did not touch keeps the oldest
+//! revision, so a stream resuming from it or later leaves it out. Before the oldest revision
+//! kept, nothing is known: OUT_OF_RANGE.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::journal::{Current, same_summary};
+use super::journal::Current;
 use super::{CHUNK, Watcher};
 use crate::domain::{Change, Timestamp, access};
 use crate::error::{Error, Result};
 
-/// From which revision this process can tell which decisions changed, and when that revision
-/// was committed (a lower bound for any later one's time).
+/// From which revision on this process can tell which decisions changed, and when that
+/// revision was committed (a lower bound for any later one's time).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct History {
     pub(super) from: u64,
     pub(super) at: Timestamp,
 }
 
-/// The most changes the watcher reads from the log at start; beyond, it takes nothing before
-/// its start as known (resumes from earlier answer OUT_OF_RANGE).
+/// The most changes read from the log; beyond, nothing before the start is taken as known
+/// (resumes from earlier answer OUT_OF_RANGE).
 const RECALL_BUDGET: usize = 1_000_000;
 /// Revisions read from the log at once.
 const PAGE: u32 = 100;
@@ -75,11 +79,58 @@ impl Touches {
 }
 
 impl Watcher {
-    /// What the store's log tells of the time before this process started (at revision
-    /// `started`), stamped on the decisions recorded at start. Without it (the store
-    /// unreachable, the log longer than the budget), only resumes from `started` on are
-    /// answered.
-    pub(super) async fn recall(self: &Arc<Self>, started: u64) {
+    /// The commit time of the oldest revision the log keeps (`None` when the store cannot
+    /// say; then no decision at start is `recalled`).
+    pub(super) async fn floor(&self) -> Option<Timestamp> {
+        match self.oldest().await {
+            Ok((_, at)) => Some(at),
+            Err(e) => {
+                tracing::warn!(error = %e, "the change log could not be read: streams resume from revisions from this start on");
+                None
+            }
+        }
+    }
+
+    /// The oldest revision the log keeps and its commit time (0 and the dawn of time for an
+    /// empty log).
+    async fn oldest(&self) -> Result<(u64, Timestamp)> {
+        let store = &self.engine.store;
+        let oldest = match store.changes_since(0, 1).await {
+            Ok(first) => first.first().map_or(0, |(revision, _)| *revision),
+            Err(Error::LogCompacted { oldest }) => oldest,
+            Err(e) => return Err(e),
+        };
+        if oldest == 0 {
+            return Ok((0, Timestamp(i64::MIN)));
+        }
+        let at = store.committed_at(oldest).await?;
+        let at = at.ok_or_else(|| Error::LogCompacted { oldest: oldest + 1 })?;
+        Ok((oldest, Timestamp(at)))
+    }
+
+    /// Notes the revision the decisions at start reflect, and its commit time; a decision time
+    /// has changed since the oldest revision kept counts as changed at it.
+    pub(super) async fn mark_start(&self) {
+        let started = self.engine.revision();
+        let at = match started {
+            0 => None,
+            r => self.engine.store.committed_at(r).await.ok().flatten(),
+        };
+        let mut inner = self.journal.lock();
+        // Unknown: every change seen here counts as after any resume point's time.
+        inner.started = Some((started, at.map_or(Timestamp(i64::MIN), Timestamp)));
+        // Changed by time since the oldest revision kept: as if at the start's revision.
+        inner.devices.modify_all(|c| {
+            if !c.recalled {
+                c.revision = c.revision.max(started);
+            }
+        });
+    }
+
+    /// What the log tells of the time before the start, stamped on the recalled decisions; or,
+    /// when it cannot be read whole (the store unreachable, more than the budget), only the
+    /// start as a resume point.
+    async fn recall(self: &Arc<Self>, started: u64, started_at: Timestamp) -> History {
         // A compaction between two pages moves the oldest revision on: read again from it.
         let mut read = self.read_log(started).await;
         for _ in 0..3 {
@@ -88,51 +139,36 @@ impl Watcher {
             }
             read = self.read_log(started).await;
         }
-        let recalled = match read {
-            Ok(Some(found)) => Some(found),
+        let fallback = History { from: started, at: started_at };
+        match read {
+            Ok(Some((history, touches))) => {
+                self.blocking(move |w| w.stamp(&touches, history)).await;
+                tracing::debug!(from = history.from, "streams resume from this revision on");
+                history
+            }
             Ok(None) => {
                 tracing::warn!(
                     budget = RECALL_BUDGET,
-                    "the change log holds more changes than the watcher reads at start: streams resume from \
-                     revisions from this start on"
+                    "the change log holds more changes than a resume reads: streams resume from revisions from \
+                     the watcher's start on"
                 );
-                None
+                fallback
             }
             Err(e) => {
-                tracing::warn!(error = %e, "the change log could not be read: streams resume from revisions from this start on");
-                None
+                tracing::warn!(error = %e, "the change log could not be read: streams resume from revisions from the watcher's start on");
+                fallback
             }
-        };
-        let history = match recalled {
-            Some((history, touches)) => {
-                self.blocking(move |w| w.stamp(&touches, history, started)).await;
-                history
-            }
-            None => History { from: started, at: self.engine.now() },
-        };
-        tracing::debug!(from = history.from, "streams resume from this revision on");
-        self.journal.lock().history = Some(history);
+        }
     }
 
     /// The oldest revision kept, its commit time and what the log touched after it, up to
     /// `started`; `None` past the budget.
     async fn read_log(&self, started: u64) -> Result<Option<(History, Touches)>> {
-        let store = &self.engine.store;
-        let from = match store.changes_since(0, 1).await {
-            Ok(first) => first.first().map_or(0, |(revision, _)| *revision),
-            Err(Error::LogCompacted { oldest }) => oldest,
-            Err(e) => return Err(e),
-        };
-        let at = match from {
-            0 => Timestamp(i64::MIN),
-            _ => Timestamp(store.committed_at(from).await?.ok_or_else(|| {
-                Error::Storage(format!("revision {from} was compacted away while the watcher started"))
-            })?),
-        };
+        let (from, at) = self.oldest().await?;
         // What revision `from` itself changed is before any resume from it.
         let (mut touches, mut after, mut read) = (Touches::default(), from, 0);
         while after < started {
-            let page = store.changes_since(after, PAGE).await?;
+            let page = self.engine.store.changes_since(after, PAGE).await?;
             let Some((last, _)) = page.last() else { break };
             after = *last;
             for (revision, changes) in page.iter().filter(|(r, _)| *r <= started) {
@@ -143,36 +179,29 @@ impl Watcher {
                 return Ok(None);
             }
         }
-        Ok(Some((History { from, at }, touches)))
+        Ok(Some((History { from: from.min(started), at }, touches)))
     }
 
-    /// Stamps each decision recorded at start with the revision after which it may last have
-    /// changed. Devices the log deleted get their DEVICE_UNKNOWN decision, so a resume says
-    /// they are gone.
-    fn stamp(&self, touches: &Touches, history: History, started: u64) {
+    /// Stamps each decision still as recalled at start with the last revision that touched
+    /// it. Devices the log deleted get their DEVICE_UNKNOWN decision, so a resume says they
+    /// are gone.
+    fn stamp(&self, touches: &Touches, history: History) {
         let _eval = self.eval.lock();
         let count = self.journal.lock().devices.len();
         for first in (0..count).step_by(CHUNK) {
             let ids: Vec<String> = {
                 let inner = self.journal.lock();
-                (first..count.min(first + CHUNK)).map(|p| inner.devices.at(p as u32).id.to_string()).collect()
+                let recalled = (first..count.min(first + CHUNK)).map(|p| inner.devices.at(p as u32));
+                recalled.filter(|c| c.recalled).map(|c| c.id.to_string()).collect()
             };
-            // Each device's decision as of the oldest revision kept, from its data now: for a
-            // device the log did not touch, its decision then.
-            let (then, _) = self.engine.read(|state, _| {
-                let then = ids.iter().map(|id| {
-                    let user = state.device(id).and_then(|d| touches.users.get(&*d.user_id)).copied();
-                    (access::decide(state, id, history.at), user)
-                });
-                then.collect::<Vec<_>>()
+            let (users, _) = self.engine.read(|state, _| {
+                let user = |id: &String| state.device(id).and_then(|d| touches.users.get(&*d.user_id)).copied();
+                ids.iter().map(user).collect::<Vec<_>>()
             });
             let mut inner = self.journal.lock();
-            for (id, (decision, user)) in ids.iter().zip(then) {
+            for (id, user) in ids.iter().zip(users) {
                 let data = touches.devices.get(id).copied().max(user).unwrap_or(0).max(touches.all);
-                inner.devices.modify(id, |c| {
-                    let time = if same_summary(c, &decision) { 0 } else { started };
-                    c.revision = data.max(time).max(history.from);
-                });
+                inner.devices.modify(id, |c| c.revision = data.max(history.from));
             }
         }
         // Deleted before this process started: not among the decisions recorded.
@@ -199,24 +228,31 @@ impl Watcher {
 
     /// The instant a resume from `revision` counts from (the revision's commit time), or why
     /// this process cannot resume from it.
-    pub(super) async fn resume_point(&self, revision: u64) -> Result<Timestamp> {
-        let history = self.journal.lock().history.unwrap_or(History { from: u64::MAX, at: Timestamp(i64::MIN) });
-        if revision < history.from {
-            return Err(Error::OutOfRange(format!(
-                "from_revision {revision} is older than the changes this server can account for (from revision {} \
-                 on: the store's change log keeps no more); resubscribe with every_device to receive every device's \
-                 current decision",
-                history.from
-            )));
-        }
+    pub(super) async fn resume_point(self: &Arc<Self>, revision: u64) -> Result<Timestamp> {
+        let (started, started_at) = self.journal.lock().started.unwrap_or((0, Timestamp(i64::MIN)));
+        // A later revision's commit time is at least this one's.
+        let floor = if revision >= started {
+            started_at
+        } else {
+            let history = *self.history.get_or_init(|| self.recall(started, started_at)).await;
+            if revision < history.from {
+                return Err(Error::OutOfRange(format!(
+                    "from_revision {revision} is older than the changes this server can account for (from \
+                     revision {} on: the store's change log keeps no more); resubscribe with every_device to \
+                     receive every device's current decision",
+                    history.from
+                )));
+            }
+            history.at
+        };
         match self.engine.store.committed_at(revision).await? {
             Some(at) => Ok(Timestamp(at)),
             None if revision > self.engine.revision() => Err(Error::invalid(
                 "from_revision",
                 format!("{revision} is ahead of the latest revision ({})", self.engine.revision()),
             )),
-            // Compacted since this process started: its oldest revision's time comes before.
-            None => Ok(history.at),
+            // Compacted since: an earlier revision's time comes before it.
+            None => Ok(floor),
         }
     }
 }
