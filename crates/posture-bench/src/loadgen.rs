@@ -25,6 +25,8 @@ pub enum Load {
     Ingest(IngestArgs),
     /// Write through one replica, read through another: visibility lag percentiles
     Lag(LagArgs),
+    /// Resume a WatchCompliance stream from a revision: how long its snapshot takes
+    Resume(ResumeArgs),
     /// Paced reports, admin writes and Watch streams beside a read load (the soak): failures
     Writers(crate::writers::WritersArgs),
 }
@@ -54,6 +56,66 @@ pub struct IngestArgs {
     /// facts): the partner's usual traffic. Otherwise every report changes the OS build too.
     #[arg(long)]
     pub check_ins: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ResumeArgs {
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    pub target: String,
+    /// The revision to resume from; 0: only print the latest revision
+    #[arg(long, default_value_t = 0)]
+    pub from_revision: u64,
+    /// Ask for every device's decision instead
+    #[arg(long)]
+    pub every_device: bool,
+    /// A gateway's or admin's bearer secret, if the server has credentials
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Seconds to wait for the snapshot's end (at most 600)
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+}
+
+/// What a resumed stream's snapshot took.
+#[derive(Debug)]
+pub struct Resumed {
+    /// The latest revision before subscribing.
+    pub latest: u64,
+    pub events: u64,
+    pub first: Option<Duration>,
+    pub last: Option<Duration>,
+}
+
+/// Subscribes from a revision (or to every device) and reads the snapshot up to its last
+/// event; a stream with nothing to send times out as an empty snapshot.
+pub async fn resume(args: ResumeArgs) -> anyhow::Result<Resumed> {
+    anyhow::ensure!(args.timeout > 0 && args.timeout <= 600, "--timeout must be 1..=600 seconds");
+    let mut client = ComplianceServiceClient::new(Endpoint::from_shared(args.target.clone())?.connect().await?);
+    let ask = CheckAccessRequest { user_id: "resume".into(), device_id: "resume".into(), min_revision: 0 };
+    let latest = client.check_access(bearer(tonic::Request::new(ask), &args.token)?).await?.into_inner().revision;
+    let mut resumed = Resumed { latest, events: 0, first: None, last: None };
+    if args.from_revision == 0 && !args.every_device {
+        return Ok(resumed);
+    }
+    let started = Instant::now();
+    let req = pb::WatchComplianceRequest {
+        from_revision: args.from_revision,
+        every_device: args.every_device,
+        ..Default::default()
+    };
+    let mut stream = client.watch_compliance(bearer(tonic::Request::new(req), &args.token)?).await?.into_inner();
+    let deadline = started + Duration::from_secs(args.timeout);
+    while let Ok(event) = tokio::time::timeout_at(deadline.into(), stream.message()).await {
+        let Some(event) = event? else { break };
+        anyhow::ensure!(event.snapshot, "a live event before the snapshot's end: {event:?}");
+        resumed.events += 1;
+        resumed.first.get_or_insert(started.elapsed());
+        resumed.last = Some(started.elapsed());
+        if event.cursor != 0 {
+            break;
+        }
+    }
+    Ok(resumed)
 }
 
 #[derive(Debug, Clone, clap::Args)]

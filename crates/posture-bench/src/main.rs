@@ -92,6 +92,17 @@ async fn loadgen(load: Load) -> anyhow::Result<()> {
                 r.latencies_us.last().copied().unwrap_or(0)
             );
         }
+        Load::Resume(args) => {
+            let r = loadgen::resume(args).await?;
+            let ms = |d: Option<std::time::Duration>| d.map_or_else(|| "-".into(), |d| d.as_millis().to_string());
+            println!(
+                "latest_revision={} events={} first_ms={} last_ms={}",
+                r.latest,
+                r.events,
+                ms(r.first),
+                ms(r.last)
+            );
+        }
         Load::Ingest(args) => {
             let (batch, concurrency) = (args.batch, args.concurrency);
             let (stored, batches, elapsed, l) = loadgen::ingest(args).await?;
