@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use super::journal::Current;
 use super::{CHUNK, Watcher};
-use crate::domain::{Change, Timestamp, access};
+use crate::domain::{Change, Timestamp};
 use crate::error::{Error, Result};
 
 /// From which revision on this process can tell which decisions changed, and when that
@@ -205,21 +205,20 @@ impl Watcher {
             }
         }
         // Deleted before this process started: not among the decisions recorded.
-        let gone: Vec<(&String, u64)> = {
+        let gone: Vec<String> = {
             let inner = self.journal.lock();
-            touches.devices.iter().filter(|(id, _)| inner.devices.get(id).is_none()).map(|(id, r)| (id, *r)).collect()
+            touches.devices.keys().filter(|id| inner.devices.get(id).is_none()).cloned().collect()
         };
         for chunk in gone.chunks(CHUNK) {
-            let ((decisions, now), _) = self.engine.read(|state, now| {
-                (chunk.iter().map(|(id, _)| access::decide(state, id, now)).collect::<Vec<_>>(), now)
-            });
+            let ((decisions, now), _) = self.decide(chunk);
             let mut inner = self.journal.lock();
-            for (d, (_, revision)) in decisions.into_iter().zip(chunk) {
+            for (d, id) in decisions.into_iter().zip(chunk) {
                 // Reported again since: the watcher decides it with what it was told.
                 if d.primary_user_id.is_some() {
                     continue;
                 }
-                let mut current = Current::new(d, None, (*revision).max(history.from), now, &mut inner.users);
+                let revision = touches.devices[id].max(history.from);
+                let mut current = Current::new(d, None, revision, now, &mut inner.users);
                 current.recalled = true;
                 inner.set_current(current);
             }
