@@ -165,15 +165,20 @@ pub async fn serve_engine(
             let listener = metrics::bind(at).await?;
             let metrics = Arc::new(metrics::Metrics::new(engine.metrics()));
             let local = listener.local_addr()?;
-            let scrape = metrics::serve(listener, metrics.clone(), engine.clone(), watcher.clone(), stop_signal);
+            let scrape =
+                metrics::serve(listener, metrics.clone(), engine.clone(), watcher.clone(), stop_signal.clone());
             tracing::info!(addr = %local, "metrics served at http://{local}/metrics");
             (Some(metrics), Some(tokio::spawn(scrape)))
         }
         None => (None, None),
     };
+    let telemetry = Telemetry::new(metrics);
+    // Until the last call is answered, so that its repeats are written too.
+    let (stop_repeats, repeats_stop) = tokio::sync::watch::channel(false);
+    let repeats = tokio::spawn(telemetry.clone().write_repeats(repeats_stop));
     let streams_per_connection = serving.limits.max_streams_per_connection;
     let mut bounds = Bounds::new(serving.limits);
-    if let Some(m) = &metrics {
+    if let Some(m) = telemetry.metrics() {
         bounds = bounds.counting_shed(m.shed_counter());
     }
 
@@ -211,7 +216,7 @@ pub async fn serve_engine(
     };
     let router = Server::builder()
         .max_concurrent_streams(streams_per_connection)
-        .layer(Telemetry::new(metrics))
+        .layer(telemetry)
         .layer(bounds)
         .layer(authorize)
         .add_service(health_service)
@@ -243,6 +248,8 @@ pub async fn serve_engine(
             "calls still in flight after the drain timeout (a client not reading its stream?); leaving them"
         ),
     }
+    let _ = stop_repeats.send(true);
+    let _ = repeats.await;
     let _ = stop_following.send(true);
     let _ = follower.await;
     let _ = watching.await;

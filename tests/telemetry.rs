@@ -302,6 +302,51 @@ async fn json_logs_are_one_document_a_line_and_a_denial_is_logged_at_info_with_i
     assert!(audit.iter().any(|e| e["event"] == "admin_change"), "the demo's seeding is audited: {audit:#?}");
 }
 
+/// The `posture::rpc` lines with this message.
+fn rpc_lines<'a>(logged: &'a [serde_json::Value], message: &str) -> Vec<&'a serde_json::Value> {
+    logged.iter().filter(|e| e["target"] == "posture::rpc" && e["message"] == message).collect()
+}
+
+fn repeats(lines: &[&serde_json::Value]) -> u64 {
+    lines.iter().map(|e| e["repeats"].as_u64().unwrap()).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denial_or_error_repeated_is_logged_once_and_then_counted() {
+    let (served, _data) = demo(&["--log-format", "json"], "info", &[]).await;
+    let mut client = ComplianceServiceClient::new(served.channel());
+    for _ in 0..5 {
+        let answer = client.check_access(check("bob", "mac-bob", Some(DEMO_GATEWAY), None)).await.unwrap();
+        assert_eq!(answer.get_ref().decision(), pb::Decision::Deny);
+    }
+    // Another user on bob's Mac is another denial: a line of its own.
+    client.check_access(check("ada", "mac-bob", Some(DEMO_GATEWAY), None)).await.unwrap();
+    for _ in 0..3 {
+        let refused = client.check_access(check("bob", "mac-bob", Some("revoked"), None)).await.unwrap_err();
+        assert_eq!(refused.code(), Code::Unauthenticated);
+    }
+    let lines = stop(served).await;
+    let logged: Vec<serde_json::Value> = lines.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
+
+    let denied = rpc_lines(&logged, "access denied");
+    fn who<'a>(e: &&'a serde_json::Value) -> (&'a str, &'a str) {
+        (e["user"].as_str().unwrap(), e["device"].as_str().unwrap())
+    }
+    assert_eq!(denied.iter().map(who).collect::<Vec<_>>(), [("bob", "mac-bob"), ("ada", "mac-bob")], "{denied:#?}");
+    assert_eq!(denied[0]["reason_codes"], "NONCOMPLIANT");
+    assert_eq!(denied[1]["reason_codes"], "DEVICE_REGISTERED_TO_ANOTHER_USER,NONCOMPLIANT");
+    // The repeats are written by shutdown at the latest, with what they repeat.
+    let again = rpc_lines(&logged, "access denied again");
+    assert_eq!(repeats(&again), 4, "{again:#?}");
+    assert!(again.iter().all(|e| who(e) == ("bob", "mac-bob") && e["reason_codes"] == "NONCOMPLIANT"), "{again:#?}");
+
+    let failed = rpc_lines(&logged, "call failed");
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    assert_eq!(failed[0]["code"], "UNAUTHENTICATED");
+    let failed_again = rpc_lines(&logged, "call failed again");
+    assert_eq!(repeats(&failed_again), 2, "{failed_again:#?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_debug_every_call_has_its_line() {
     let (served, _data) = demo(&["--log-format", "json"], "info,posture::rpc=debug", &[]).await;

@@ -32,7 +32,7 @@ impl ComplianceService for Handlers {
         }
         let (decision, revision, cache_hit) = self.engine.decide(&device_id);
         let seen = access::seen_by(&decision, &user_id);
-        crate::telemetry::decided(&seen, revision, cache_hit);
+        crate::telemetry::decided(&seen, &user_id, revision, cache_hit);
         Ok(Response::new(outgoing::check_access(&seen, revision)))
     }
 

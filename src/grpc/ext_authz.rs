@@ -39,7 +39,7 @@ impl Authorization for ExtAuthz {
             Ok((user_id, device_id)) => {
                 let (decision, revision, cache_hit) = self.engine.decide(&device_id);
                 let seen = access::seen_by(&decision, &user_id);
-                crate::telemetry::decided(&seen, revision, cache_hit);
+                crate::telemetry::decided(&seen, &user_id, revision, cache_hit);
                 outgoing::ext_authz(&seen, revision)
             }
             Err(reasons) => {

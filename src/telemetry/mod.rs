@@ -6,6 +6,7 @@
 
 pub mod logs;
 pub mod metrics;
+mod repeats;
 pub mod trace;
 
 use std::cell::RefCell;
@@ -27,6 +28,7 @@ use tower::{Layer, Service};
 use crate::domain::access::{Reason, ReasonCode, SeenBy};
 use crate::error::code_name;
 use metrics::{MethodHandles, Metrics};
+use repeats::Repeats;
 use trace::TARGET;
 
 use crate::layers::BoxFuture;
@@ -81,6 +83,8 @@ fn method_index(path: &str) -> usize {
 struct Note {
     credential: Option<Arc<str>>,
     decided: Option<Decided>,
+    /// Who and what was denied, for the log line (not kept for an allowed call).
+    denied: Option<(Box<str>, Box<str>)>,
 }
 
 struct Decided {
@@ -94,7 +98,7 @@ struct Decided {
 
 /// A set of reason codes, in the codes' order (a set, so noting it on the hot path copies
 /// nothing).
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
 struct Codes(u32);
 
 const _: () = assert!(ReasonCode::ALL.len() <= 32);
@@ -141,11 +145,14 @@ pub async fn as_credential<F: Future>(credential: Option<Arc<str>>, call: F) -> 
     call.await
 }
 
-/// Notes the access decision a call answered with, as its caller sees it.
-pub fn decided(seen: &SeenBy<'_>, revision: u64, cache_hit: bool) {
+/// Notes the access decision a call answered with, as `user_id` sees it.
+pub fn decided(seen: &SeenBy<'_>, user_id: &str, revision: u64, cache_hit: bool) {
     let reasons = seen.brief().map(|b| b.reason.code).collect();
     note(|n| {
-        n.decided = Some(Decided { allow: seen.allow, reasons, cache_hit: Some(cache_hit), revision: Some(revision) })
+        n.decided = Some(Decided { allow: seen.allow, reasons, cache_hit: Some(cache_hit), revision: Some(revision) });
+        if !seen.allow {
+            n.denied = Some((user_id.into(), seen.decision().device_id.as_str().into()));
+        }
     });
 }
 
@@ -162,6 +169,7 @@ pub struct Telemetry {
     handles: Arc<[MethodHandles]>,
     /// Set when spans are exported ([`trace::install`]).
     tracer: Option<SdkTracer>,
+    repeats: Arc<Repeats<Subject>>,
 }
 
 impl Telemetry {
@@ -169,7 +177,26 @@ impl Telemetry {
     /// them; log lines either way.
     pub fn new(metrics: Option<Arc<Metrics>>) -> Self {
         let handles = METHODS.iter().map(|_| MethodHandles::default()).collect();
-        Telemetry { metrics, handles, tracer: trace::tracer() }
+        Telemetry { metrics, handles, tracer: trace::tracer(), repeats: Arc::default() }
+    }
+
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.metrics.as_ref()
+    }
+
+    /// Writes the count of each denial and error logged once and repeated since, every
+    /// [`repeats::WINDOW`] until `stop`, and once more then.
+    pub async fn write_repeats(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            let stopping = tokio::select! {
+                _ = stop.changed() => true,
+                () = tokio::time::sleep(repeats::WINDOW) => false,
+            };
+            self.repeats.flush(Instant::now(), |subject, times| subject.write_repeats(times));
+            if stopping {
+                return;
+            }
+        }
     }
 }
 
@@ -236,7 +263,7 @@ where
                 Err(_) => Code::Internal,
             };
             if let Some(observation) = guard.0.take() {
-                observation.finish(code, &note);
+                observation.finish(code, note);
             }
             answer
         })
@@ -254,7 +281,7 @@ struct Observation {
 }
 
 impl Observation {
-    fn finish(mut self, code: Code, note: &Note) {
+    fn finish(mut self, code: Code, note: Note) {
         let took = self.started.elapsed();
         if let Some(m) = &self.layer.metrics {
             let handles = &self.layer.handles[self.index];
@@ -263,11 +290,13 @@ impl Observation {
                 m.decision(&self.method.label, handles, d.allow, d.reasons.iter(), d.cache_hit);
             }
         }
-        log(self.method, code, took, note, self.span.as_ref(), self.traceparent.as_ref());
+        if let Some(span) = &mut self.span
+            && span.is_recording()
+        {
+            record(span, code, &note);
+        }
+        log(&self, code, took, note);
         if let Some(mut span) = self.span.take() {
-            if span.is_recording() {
-                record(&mut span, code, note);
-            }
             span.end();
         }
     }
@@ -278,7 +307,7 @@ struct Unanswered(Option<Observation>);
 impl Drop for Unanswered {
     fn drop(&mut self) {
         if let Some(observation) = self.0.take() {
-            observation.finish(Code::Cancelled, &Note::default());
+            observation.finish(Code::Cancelled, Note::default());
         }
     }
 }
@@ -321,15 +350,50 @@ fn record(span: &mut Span, code: Code, note: &Note) {
     span.set_attributes([status, credential, decision, reasons, cache, revision].into_iter().flatten());
 }
 
-/// One line per call at debug; at info for a denial or an error.
-fn log(
-    method: &Method,
+/// What a denial's or an error's line says of its call beyond its timing, trace id and
+/// revision: calls with the same subject are logged once a window (see [`repeats`]).
+#[derive(PartialEq, Eq, Hash)]
+struct Subject {
+    method: usize,
     code: Code,
-    took: std::time::Duration,
-    note: &Note,
-    span: Option<&Span>,
-    traceparent: Option<&http::HeaderValue>,
-) {
+    credential: Option<Arc<str>>,
+    /// The user and the device denied.
+    denied: Option<(Box<str>, Box<str>)>,
+    /// The decision, allowed or not, and its reason codes.
+    decided: Option<(bool, Codes)>,
+}
+
+/// The fields of a notable line, for the `tracing` macros.
+macro_rules! notable {
+    ($s:expr, $($rest:tt)*) => {
+        tracing::info!(
+            target: TARGET,
+            rpc = %METHODS[$s.method].label,
+            code = %code_name($s.code),
+            credential = $s.credential.as_deref(),
+            user = $s.denied.as_ref().map(|d| &*d.0),
+            device = $s.denied.as_ref().map(|d| &*d.1),
+            decision = $s.decided.map(|d| display(if d.0 { "allow" } else { "deny" })),
+            reason_codes = $s.decided.map(|d| display(d.1.joined())),
+            $($rest)*
+        )
+    };
+}
+
+impl Subject {
+    fn message(&self) -> &'static str {
+        if self.code == Code::Ok { "access denied" } else { "call failed" }
+    }
+
+    fn write_repeats(&self, times: u64) {
+        let message = if self.code == Code::Ok { "access denied again" } else { "call failed again" };
+        notable!(self, repeats = times, "{message}");
+    }
+}
+
+/// One line per call at debug; at info for a denial or an error, the same one repeated
+/// within a window counted rather than written again.
+fn log(call: &Observation, code: Code, took: std::time::Duration, note: Note) {
     let denied = note.decided.as_ref().is_some_and(|d| !d.allow);
     let notable = denied || code != Code::Ok;
     let enabled = if notable {
@@ -340,35 +404,40 @@ fn log(
     if !enabled {
         return;
     }
-    let trace_id = trace_id(span, traceparent);
+    let trace_id = trace_id(call.span.as_ref(), call.traceparent.as_ref());
     let d = note.decided.as_ref();
-    let reasons = d.map(|d| d.reasons.joined());
-    macro_rules! line {
-        ($level:ident, $message:expr) => {
-            // Values posture makes up itself (names, codes, hex) are written as they are: in
-            // the text format, quoting and escaping them was a third of a line's cost. The
-            // credential id, which the configuration names, stays quoted.
-            tracing::$level!(
-                target: TARGET,
-                rpc = %method.label,
-                code = %code_name(code),
-                micros = took.as_micros() as u64,
-                credential = note.credential.as_deref(),
-                decision = d.map(|d| display(if d.allow { "allow" } else { "deny" })),
-                reason_codes = reasons.as_deref().map(display),
-                cache = d.and_then(|d| d.cache_hit).map(|hit| display(if hit { "hit" } else { "miss" })),
-                revision = d.and_then(|d| d.revision),
-                trace_id = trace_id.as_deref().map(display),
-                "{}",
-                $message
-            )
-        };
+    let cache = d.and_then(|d| d.cache_hit).map(|hit| tracing::field::display(if hit { "hit" } else { "miss" }));
+    let revision = d.and_then(|d| d.revision);
+    let micros = took.as_micros() as u64;
+    // Values posture makes up itself (names, codes, hex) are written as they are: in the text
+    // format, quoting and escaping them was a third of a line's cost. The credential id,
+    // which the configuration names, and the ids the caller sent stay quoted.
+    if !notable {
+        tracing::debug!(
+            target: TARGET,
+            rpc = %call.method.label,
+            code = %code_name(code),
+            micros,
+            credential = note.credential.as_deref(),
+            decision = d.map(|_| display("allow")),
+            reason_codes = d.map(|d| display(d.reasons.joined())),
+            cache,
+            revision,
+            trace_id = trace_id.as_deref().map(display),
+            "call answered"
+        );
+        return;
     }
-    match (denied, code != Code::Ok) {
-        (_, true) => line!(info, "call failed"),
-        (true, false) => line!(info, "access denied"),
-        (false, false) => line!(debug, "call answered"),
-    }
+    let subject = Subject {
+        method: call.index,
+        code,
+        credential: note.credential,
+        denied: note.denied,
+        decided: d.map(|d| (d.allow, d.reasons)),
+    };
+    call.layer.repeats.note(subject, call.started, |s| {
+        notable!(s, micros, cache, revision, trace_id = trace_id.as_deref().map(display), "{}", s.message());
+    });
 }
 
 /// The call's trace id: its span's when spans are exported (continued or new), else the
