@@ -57,10 +57,15 @@ pub struct PolicyResult<'a> {
     pub grace_period_ends: Option<Timestamp>,
 }
 
-/// How many setting results to spell out: deciding needs only the failing ones.
+/// How many setting results to spell out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Detail {
+    /// The failing settings by name, their `expected` and `actual` left empty: all a decision
+    /// says of them (the values are EvaluateDevice's to spell out).
+    Names,
+    /// The failing settings with their values.
     Failing,
+    /// Every configured setting with its values.
     All,
 }
 
@@ -206,10 +211,9 @@ fn evaluate_policies<'a>(state: &'a State, device: &'a Device, now: Timestamp, d
         }
         match detail {
             Detail::All => result.settings = check_settings(&p.settings, device),
-            Detail::Failing if result.state > ComplianceState::Compliant => {
-                result.settings = spell_settings(&p.settings, device, false);
-            }
-            Detail::Failing => {}
+            _ if result.state <= ComplianceState::Compliant => {}
+            Detail::Failing => result.settings = spell_settings(&p.settings, device, false),
+            Detail::Names => result.settings = name_failing(&p.settings, device),
         }
         eval.policies.push(result);
     }
@@ -299,6 +303,20 @@ fn spell_settings(s: &PolicySettings, d: &Device, met_too: bool) -> Vec<SettingR
             None => ("not reported".to_string(), ComplianceState::Error),
         };
         out.push(SettingResult { setting, expected: expected(), actual, state });
+    });
+    out
+}
+
+/// The settings not met, by name only.
+fn name_failing(s: &PolicySettings, d: &Device) -> Vec<SettingResult> {
+    let mut out = Vec::new();
+    visit_settings(s, d, &mut |setting, ok, _, _| {
+        let state = match ok {
+            Some(true) => return,
+            Some(false) => ComplianceState::Noncompliant,
+            None => ComplianceState::Error,
+        };
+        out.push(SettingResult { setting, expected: String::new(), actual: String::new(), state });
     });
     out
 }

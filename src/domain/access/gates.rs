@@ -3,7 +3,7 @@
 //! version, and compliance. Each adds a reason for what it finds; the decision is made from
 //! them (see [`super::decide_evaluated`]).
 
-use super::{REFRESH_TOKEN_LIFETIME_SECS, Reason, ReasonCode, minimum_macos};
+use super::{Failed, Message, REFRESH_TOKEN_LIFETIME_SECS, Reason, ReasonCode, minimum_macos};
 use crate::domain::compliance::{ComplianceState, Evaluation, Freshness, StateCause};
 use crate::domain::model::{ConnectorState, Device, NoPolicyTreatment, Registration, Timestamp};
 use crate::domain::state::State;
@@ -25,7 +25,7 @@ impl Gates {
         (self.reasons, self.next)
     }
 
-    fn add(&mut self, code: ReasonCode, message: impl Into<std::borrow::Cow<'static, str>>) {
+    fn add(&mut self, code: ReasonCode, message: impl Into<Message>) {
         self.reasons.push(Reason::new(code, message));
     }
 
@@ -196,32 +196,23 @@ impl Gates {
             StateCause::NoPolicy(NoPolicyTreatment::Compliant) => {}
             StateCause::Policies => {
                 for p in &eval.policies {
+                    let (code, failed) = match p.state {
+                        ComplianceState::InGracePeriod => {
+                            (ReasonCode::InGracePeriod, Failed::InGracePeriod(p.grace_period_ends.unwrap_or_default()))
+                        }
+                        ComplianceState::Noncompliant => (ReasonCode::Noncompliant, Failed::Noncompliant),
+                        ComplianceState::Error | ComplianceState::Unknown | ComplianceState::Conflict => {
+                            (ReasonCode::ComplianceError, Failed::CannotBeEvaluated)
+                        }
+                        _ => continue,
+                    };
                     // The settings by name only: the answer to every sign-in stays short, and
                     // EvaluateDevice gives each one's expected and actual values.
-                    let failing: Vec<&str> = p
+                    let failing = p
                         .settings
                         .iter()
-                        .filter(|s| s.state == ComplianceState::Noncompliant || s.state == ComplianceState::Error)
-                        .map(|s| s.setting)
-                        .collect();
-                    let list = failing.join(", ");
-                    let name = &p.policy.name;
-                    match p.state {
-                        ComplianceState::InGracePeriod => self.add(
-                            ReasonCode::InGracePeriod,
-                            format!(
-                                "fails policy {name} but its grace period ends at {}: {list}",
-                                p.grace_period_ends.unwrap_or_default()
-                            ),
-                        ),
-                        ComplianceState::Noncompliant => {
-                            self.add(ReasonCode::Noncompliant, format!("fails policy {name}: {list}"))
-                        }
-                        ComplianceState::Error | ComplianceState::Unknown | ComplianceState::Conflict => {
-                            self.add(ReasonCode::ComplianceError, format!("policy {name} cannot be evaluated: {list}"))
-                        }
-                        _ => {}
-                    }
+                        .filter(|s| s.state == ComplianceState::Noncompliant || s.state == ComplianceState::Error);
+                    self.add(code, Message::policy(&p.policy.name, failed, failing.map(|s| s.setting)));
                 }
             }
         }

@@ -10,6 +10,9 @@ use super::state::State;
 use super::version::OsVersion;
 
 mod gates;
+mod message;
+
+pub use message::{Failed, Message};
 
 /// A refresh token is issued every 7 days; once it lapses the user must sign in again.
 pub const REFRESH_TOKEN_LIFETIME_SECS: i64 = 7 * Timestamp::DAY;
@@ -161,11 +164,11 @@ impl ReasonCode {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Reason {
     pub code: ReasonCode,
-    pub message: Cow<'static, str>,
+    pub message: Message,
 }
 
 impl Reason {
-    pub fn new(code: ReasonCode, message: impl Into<Cow<'static, str>>) -> Self {
+    pub fn new(code: ReasonCode, message: impl Into<Message>) -> Self {
         Reason { code, message: message.into() }
     }
 }
@@ -255,7 +258,7 @@ pub struct Brief<'a> {
 impl<'a> Brief<'a> {
     pub fn message(&self) -> Cow<'a, str> {
         match self.more {
-            0 => Cow::Borrowed(&self.reason.message),
+            0 => Cow::Borrowed(self.reason.message.as_str()),
             more => Cow::Owned(format!("{} (and {more} more)", self.reason.message)),
         }
     }
@@ -311,7 +314,7 @@ pub fn decide(state: &State, device_id: &str, now: Timestamp) -> DeviceDecision 
             valid_until: None,
         };
     };
-    let eval = compliance::evaluate(state, device, now, Detail::Failing);
+    let eval = compliance::evaluate(state, device, now, Detail::Names);
     decide_evaluated(state, device, &eval, now)
 }
 
