@@ -357,7 +357,7 @@ impl Store for PostgresStore {
     }
 
     async fn compact(&self, keep_from: u64, older_than: i64) -> Result<super::Compaction> {
-        sql::compact::<Postgres>(&mut *self.pool.acquire().await?, keep_from, older_than).await
+        sql::compact::<Postgres>(&self.pool, keep_from, older_than).await
     }
 
     /// A receiver of the revisions committed from now on, by any replica, fed by a
