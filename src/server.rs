@@ -266,7 +266,13 @@ async fn compact(engine: Arc<Engine>, retention: Retention, mut stop: tokio::syn
             _ = stop.changed() => return,
             () = tokio::time::sleep(every) => {}
         }
-        match engine.compact(retention).await {
+        // Paced, so a long backlog takes a while: shutdown does not wait for it (every
+        // statement is a transaction of its own; the next compaction goes on from there).
+        let compacted = tokio::select! {
+            _ = stop.changed() => return,
+            compacted = engine.compact(retention) => compacted,
+        };
+        match compacted {
             Ok(0) => {}
             Ok(deleted) => tracing::debug!(deleted, revision = engine.revision(), "change log compacted"),
             Err(e) => tracing::warn!(error = %e, "compacting the change log failed; retrying later"),

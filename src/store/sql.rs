@@ -371,8 +371,8 @@ where
 const MAX_REST: Duration = Duration::from_millis(200);
 
 /// Background maintenance (compacting the change log, freeing its pages) rests four times as
-/// long as its last statement took before the next: it takes at most a fifth of the time of
-/// the core it shares with the calls. (A replica that started on a store holding a long
+/// long as its last statement took before the next: it takes about a fifth of the time of the
+/// core it shares with the calls. (A replica that started on a store holding a long
 /// backlog deleted 86 MB of log rows at once, 0.45 s of a core's time at one go: every call
 /// waited behind it.)
 pub(crate) async fn rest_after(started: Instant) {
