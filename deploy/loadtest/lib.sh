@@ -1,5 +1,13 @@
 # Shared by the load scripts (sourced, not run).
 
+# temporary_work: sets WORK, a new temporary directory, and at exit stops the server of
+# start_server (SERVER, if any) and removes WORK.
+temporary_work() {
+  WORK=$(mktemp -d)
+  SERVER=
+  trap '[ -z "$SERVER" ] || kill $SERVER 2>/dev/null || true; wait 2>/dev/null; rm -rf "$WORK"' EXIT
+}
+
 # start_server LOG ARGS...: starts `$BIN serve ARGS...` in the background, waits until it
 # serves, and sets SERVER (its pid), STARTUP_S (seconds until serving) and RSS_MIB.
 start_server() {

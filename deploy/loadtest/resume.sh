@@ -27,10 +27,7 @@ SETTLE=${SETTLE:-75}
 cargo build --release --quiet --workspace
 BIN=target/release/posture
 BENCH=target/release/posture-bench
-WORK=$(mktemp -d)
-SERVER=
-cleanup() { [ -z "$SERVER" ] || kill "$SERVER" 2>/dev/null || true; wait 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
+temporary_work
 
 store="sqlite://$WORK/data/posture.db"
 echo "== generating $DEVICES devices, $USERS users, $GROUP_COUNT groups"

@@ -27,10 +27,7 @@ command -v h2load >/dev/null || { echo "installing h2load (nghttp2-client)"; apt
 cargo build --release --quiet --workspace
 BIN="taskset -c 1 target/release/posture"
 BENCH=target/release/posture-bench
-WORK=$(mktemp -d)
-SERVER=
-cleanup() { [ -z "$SERVER" ] || kill "$SERVER" 2>/dev/null || true; wait 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
+temporary_work
 
 echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr); server on core 1, h2load on core 0"
 echo "== generating $DEVICES devices, $USERS users, $GROUP_COUNT groups"

@@ -29,10 +29,7 @@ PORT=${PORT:-50591}
 cargo build --release --quiet --workspace
 BIN=target/release/posture
 BENCH=target/release/posture-bench
-WORK=$(mktemp -d)
-SERVER=
-cleanup() { [ -z "$SERVER" ] || kill "$SERVER" 2>/dev/null || true; wait 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
+temporary_work
 
 # settled_bytes FILES...: their total size once it has not changed for 10 s (at most 5 minutes).
 settled_bytes() {

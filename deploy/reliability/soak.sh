@@ -28,10 +28,7 @@ command -v h2load >/dev/null || { echo "installing h2load (nghttp2-client)"; apt
 cargo build --release --quiet -p posture -p posture-bench --bins
 BIN="taskset -c 1 ${CARGO_TARGET_DIR:-target}/release/posture"
 BENCH="taskset -c 0 ${CARGO_TARGET_DIR:-target}/release/posture-bench"
-WORK=$(mktemp -d)
-SERVER=
-cleanup() { [ -z "$SERVER" ] || kill "$SERVER" 2>/dev/null || true; wait 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
+temporary_work
 
 echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr); server on core 1, load on core 0"
 $BENCH generate --data-dir "$WORK/data" --devices "$DEVICES" --users "$USERS" --groups "$GROUP_COUNT" 2>&1 | grep -v INFO || true
