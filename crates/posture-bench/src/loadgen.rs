@@ -195,7 +195,11 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<(u64, u64, Duration, Vec
                 let sent = Instant::now();
                 let r = client.report_inventory(req).await?.into_inner();
                 latencies.push(sent.elapsed().as_micros() as u64);
-                anyhow::ensure!(r.rejected == 0, "the server rejected reports: {:?}", r.results.iter().find(|x| !x.accepted));
+                anyhow::ensure!(
+                    r.rejected == 0,
+                    "the server rejected reports: {:?}",
+                    r.results.iter().find(|x| !x.accepted)
+                );
                 // Only reports that changed something count: a repeat within the same second
                 // is acknowledged without a write.
                 stored += r.results.iter().filter(|i| i.changed).count() as u64;
